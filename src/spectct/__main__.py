@@ -1,0 +1,3 @@
+from spectct.cli import main
+
+main()

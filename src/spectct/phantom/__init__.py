@@ -1,0 +1,1 @@
+"""The digital patient: analytic shapes and the femoral-implant case."""

@@ -1,0 +1,1 @@
+"""Physical data: materials (xraylib), X-ray spectra (spekpy), radionuclides, collimators."""
