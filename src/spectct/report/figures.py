@@ -1,0 +1,36 @@
+"""The figure set of the report: which study files make up the case's figures, in reading order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    key: str
+    path: str  # relative to the study folder
+    caption: str
+
+
+#: The case's figures (case-study.txt, figures 1–9) in the order a reader expects them.
+CASE_FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("xray", "ct/topogram.png", "Anterior X-ray (CT topogram): nails, lateral plate and screws."),
+    FigureSpec("planar", "figures/planar.png",
+               "Planar anterior and posterior statics at 3 h (inverse grey, same scale)."),
+    FigureSpec("mip", "figures/spect_mip.png", "SPECT maximum intensity projection, anterior; the arrow marks the hottest "
+               "focus."),
+    FigureSpec("vrt_ct", "figures/vrt_ct_mar.png", "CT volume rendering with MAR: bone and metal."),
+    FigureSpec("vrt_fused", "figures/vrt_fused.png", "SPECT/CT volume rendering with MAR: leukocyte uptake on bone and "
+               "implants."),
+    FigureSpec("mar", "figures/ct_mar_comparison.png", "Coronal CT without and with metal artifact reduction (same "
+               "window)."),
+    FigureSpec("coronal_fused", "figures/coronal_spect_fused.png", "Coronal SPECT MPR and fused SPECT/CT with MAR "
+               "through the lateral plate."),
+    FigureSpec("hottest", "figures/focus_1.png", "Axial and coronal CT and fused SPECT/CT at the hottest focus."),
+)
+
+
+def focus_figure(index: int) -> FigureSpec:
+    """The fused figure of the ``index``-th finding (1 = hottest)."""
+    return FigureSpec(f"focus_{index}", f"figures/focus_{index}.png",
+                      f"Axial and coronal CT and fused SPECT/CT at finding {index}.")
