@@ -1,0 +1,595 @@
+"""Implant decomposition from CT alone: nails, plates and screws out of the metal mask.
+
+Method
+------
+1. Metal is CT ≥ ``metal_threshold_hu``; its 26-connected components are treated one at a time.
+2. Inside a component longer than a screw, the *carriers* (nails, rods, plates: long along the main axis)
+   are what survives a morphological opening with a line of ``carrier_line_mm`` along the component's
+   first principal axis (then again along each carrier's own axis so found, since a plate fixed to a
+   nail need not be parallel to it): a line that long fits inside a nail or plate but not across a screw that
+   crosses the axis (a screw of diameter d inclined by θ to the axis holds a line of at most d / sin θ).
+3. What the opening removed, less a one-voxel shell around the carriers (partial-volume slivers),
+   splits into screw fragments; fragments on one line (a screw interrupted by the nail it passes
+   through) are joined.
+4. Carriers are plates when flat (second principal width ≥ 1.8 × the third) and nails/rods otherwise;
+   a nail is intramedullary when most of it lies inside bone. Each screw is attached to the carrier it
+   touches (a plate before a nail), or the nearest carrier within 15 mm, and screws are numbered per
+   carrier from proximal (towards the hip: larger LPS z) to distal.
+5. Flags: ``"extruded"`` when the screw has backed out — its head stands more than ``extrusion_mm``
+   proud of its plate, its tip lies more than 3 × ``extrusion_mm`` outside bone (bicortical and locking
+   screws normally protrude a few mm), or less than a fifth of it lies in bone; ``"bent"`` when the centre
+   line (slab centroids along the axis, a discrete skeleton) departs from its fitted straight line by
+   more than ``bend_mm``. The tip is the end deeper in bone, else the end away from the carrier.
+
+Side (right/left) comes from LPS x against the body midline, never from array order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from spectct.analysis.anatomy import METAL_HU, Anatomy, segment_anatomy
+from spectct.errors import InputError
+from spectct.progress import SILENT, Reporter
+from spectct.volume import Volume
+
+DHS_DIAMETER_MM = 8.0  # lag screws of hip screw systems are 10–13 mm thick, cortical screws 3.5–5 mm
+
+
+@dataclass
+class ImplantComponent:
+    """One implant part found in the CT.
+
+    ``end_points_lps`` is (head, tip) for screws and (proximal, distal) for carriers; ``axis`` is the
+    unit vector from the first end point to the second. ``indices`` are the CT voxel indices [k, j, i]
+    of the part and ``points_lps`` their LPS positions in mm (neither is written to JSON).
+    """
+
+    id: int
+    name: str
+    kind: str
+    side: str
+    centroid_lps: tuple[float, float, float]
+    volume_ml: float
+    length_mm: float
+    diameter_mm: float
+    end_points_lps: tuple[tuple[float, float, float], tuple[float, float, float]]
+    axis: tuple[float, float, float]
+    carrier: str | None = None
+    number: int | None = None
+    flags: tuple[str, ...] = ()
+    material: str = "metal"
+    indices: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32), repr=False)
+    points_lps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
+
+    def to_json(self) -> dict:
+        """The component in the form of the phantom's components.json (plus the shape measures)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "material": self.material,
+            "activity": 0.0,
+            "side": self.side,
+            "carrier": self.carrier,
+            "number": self.number,
+            "flags": list(self.flags),
+            "centroid_lps": [round(v, 2) for v in self.centroid_lps],
+            "volume_ml": round(self.volume_ml, 3),
+            "length_mm": round(self.length_mm, 1),
+            "diameter_mm": round(self.diameter_mm, 1),
+            "end_points_lps": [[round(v, 2) for v in p] for p in self.end_points_lps],
+            "axis": [round(v, 4) for v in self.axis],
+        }
+
+
+@dataclass
+class _Part:
+    kind: str
+    idx: np.ndarray  # (N, 3) CT indices
+    pts: np.ndarray  # (N, 3) LPS mm
+    center: np.ndarray = field(init=False)
+    axes: np.ndarray = field(init=False)
+    length: float = field(init=False)
+    widths: tuple[float, float] = field(init=False)
+    core: _Part | None = None  # the part without attachments (a plate without its barrel), for the bend test
+
+    def __post_init__(self) -> None:
+        self.center, self.axes, self.length, self.widths = _shape(self.pts)
+
+
+def decompose_implants(
+    ct_hu: Volume,
+    metal_threshold_hu: float = METAL_HU,
+    anatomy: Anatomy | None = None,
+    carrier_line_mm: float = 40.0,
+    min_screw_ml: float = 0.05,
+    extrusion_mm: float = 5.0,
+    bend_mm: float | None = None,
+    reporter: Reporter | None = None,
+    device: str = "cpu",
+) -> list[ImplantComponent]:
+    """Separate the metal of a CT into nails, plates and screws (see the module notes).
+
+    Parameters
+    ----------
+    ct_hu : CT in HU (any grid in patient coordinates).
+    metal_threshold_hu : HU above which a voxel is metal.
+    anatomy : anatomy of the same CT (computed when None) — bone for the extrusion test, midline for sides.
+    carrier_line_mm : length of the line that must fit inside a carrier along its axis.
+    min_screw_ml : smaller metal fragments are ignored.
+    extrusion_mm : scale of the ``"extruded"`` test (head proud of its plate by more, tip out of bone by
+        more than three times).
+    bend_mm : centre-line deviation that flags ``"bent"``; default max(2 mm, 0.75 voxel).
+    reporter : progress messages.
+    device : torch device for the anatomy resampling.
+
+    Returns
+    -------
+    list of ImplantComponent, carriers first, then screws by carrier and number. Empty without metal.
+    """
+    reporter = reporter or SILENT
+    if ct_hu.unit not in ("HU", "1"):
+        raise InputError(f"CT must be in HU for implant decomposition, got unit {ct_hu.unit!r}")
+    metal = ct_hu.data >= metal_threshold_hu
+    if not metal.any():
+        reporter.info("no metal in the CT: no implant components")
+        return []
+    anatomy = anatomy or segment_anatomy(ct_hu, metal_threshold_hu=metal_threshold_hu, device=device)
+    vox_ml = ct_hu.voxel_volume_ml
+    min_vox = max(3, int(math.ceil(min_screw_ml / vox_ml)))
+    bend_mm = bend_mm if bend_mm is not None else max(2.0, 0.75 * max(ct_hu.spacing))
+    labels, n = ndimage.label(metal, structure=np.ones((3, 3, 3), bool))
+    objects = ndimage.find_objects(labels)
+    carriers: list[_Part] = []
+    screws: list[_Part] = []
+    for lab in reporter.track(range(1, n + 1), "decomposing metal", total=n):
+        sl = _pad(objects[lab - 1], ct_hu.shape, 2)
+        sub = labels[sl] == lab
+        offset = np.array([s.start for s in sl])
+        if sub.sum() < min_vox:
+            continue
+        whole = _make_part("?", np.argwhere(sub) + offset, ct_hu)
+        if whole.length < 2.5 * carrier_line_mm:
+            kind = "plate" if _is_flat(whole) else "screw"
+            (carriers if kind == "plate" else screws).append(_retag(whole, kind))
+            continue
+        c_parts, s_parts = _split_component(sub, offset, whole.axes[0], ct_hu, carrier_line_mm, min_vox)
+        carriers += c_parts
+        screws += _join_across_carriers(s_parts, c_parts, ct_hu)
+    return _name_parts(carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm)
+
+
+def implants_to_json(components: list[ImplantComponent]) -> dict:
+    """The components table in the form of the phantom's components.json."""
+    return {
+        "materials": sorted({c.material for c in components}),
+        "components": [c.to_json() for c in components],
+    }
+
+
+def implant_label_volume(components: list[ImplantComponent], ct: Volume) -> Volume:
+    """A label volume on ``ct``'s grid: each component's voxels hold its ``id`` (0 = no implant)."""
+    out = np.zeros(ct.shape, dtype=np.int16)
+    for c in components:
+        if len(c.indices):
+            out[c.indices[:, 0], c.indices[:, 1], c.indices[:, 2]] = c.id
+    return ct.with_data(out, unit="label")
+
+
+# --------------------------------------------------------------------------- shape analysis
+def _shape(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, tuple[float, float]]:
+    """Centre, principal axes (rows, largest first), length along axis 1 and widths along axes 2, 3."""
+    center = pts.mean(axis=0)
+    if len(pts) < 3:
+        return center, np.eye(3), 0.0, (0.0, 0.0)
+    cov = np.cov((pts - center).T)
+    w, v = np.linalg.eigh(cov)
+    axes = v[:, ::-1].T
+    proj = (pts - center) @ axes.T
+    lo, hi = np.percentile(proj, [0.5, 99.5], axis=0)
+    ext = hi - lo
+    return center, axes, float(proj[:, 0].max() - proj[:, 0].min()), (float(ext[1]), float(ext[2]))
+
+
+def _is_flat(part: _Part) -> bool:
+    w2, w3 = part.widths
+    return w2 >= 8.0 and w2 >= 1.8 * max(w3, 1e-6)
+
+
+def _make_part(kind: str, idx: np.ndarray, ct: Volume) -> _Part:
+    return _Part(kind, idx, ct.index_to_world(idx))
+
+
+def _retag(part: _Part, kind: str) -> _Part:
+    part.kind = kind
+    return part
+
+
+def _pad(sl: tuple[slice, ...], shape: tuple[int, ...], p: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, n in zip(sl, shape, strict=True))
+
+
+def _line_structure(axis_xyz: np.ndarray, ct: Volume, length_mm: float) -> np.ndarray:
+    """Boolean structuring element: a digital line of ``length_mm`` along an LPS direction."""
+    dz, dy, dx = ct.spacing
+    to_index = np.linalg.inv(ct.direction @ np.diag([dx, dy, dz]))  # mm (x,y,z) -> index (i,j,k)
+    step = to_index @ axis_xyz
+    t = np.arange(-length_mm / 2, length_mm / 2 + 1e-6, 0.25 * min(ct.spacing))
+    offs = np.rint(np.outer(t, step)[:, ::-1]).astype(int)  # (k, j, i)
+    r = np.abs(offs).max(axis=0)
+    se = np.zeros(tuple(2 * r + 1), dtype=bool)
+    se[tuple((offs + r).T)] = True
+    return se
+
+
+def _open_along(sub: np.ndarray, axis: np.ndarray, ct: Volume, line_mm: float) -> np.ndarray:
+    """Binary opening of ``sub`` with a digital line of ``line_mm`` along ``axis`` (LPS)."""
+    se = _line_structure(axis, ct, line_mm)
+    pad = max(se.shape) // 2 + 1
+    return ndimage.binary_opening(np.pad(sub, pad), structure=se)[pad:-pad, pad:-pad, pad:-pad]
+
+
+def _split_component(
+    sub: np.ndarray, offset: np.ndarray, axis: np.ndarray, ct: Volume, line_mm: float, min_vox: int
+) -> tuple[list[_Part], list[_Part]]:
+    opened = _open_along(sub, axis, ct, line_mm)
+    # second pass: along each first-pass carrier's own axis (a plate fixed to a nail need not be parallel)
+    lab, n = ndimage.label(opened, structure=np.ones((3, 3, 3), bool))
+    done = [np.asarray(axis, float)]
+    for c in range(1, n + 1):
+        pts = ct.index_to_world(np.argwhere(lab == c) + offset)
+        if len(pts) < min_vox:
+            continue
+        _, axes, length, _ = _shape(pts)
+        if length >= line_mm and all(abs(float(axes[0] @ d)) < math.cos(math.radians(1.0)) for d in done):
+            done.append(axes[0])
+            opened |= _open_along(sub, axes[0], ct, line_mm)
+    lab, n = ndimage.label(opened, structure=np.ones((3, 3, 3), bool))
+    carriers = []
+    keep = np.zeros_like(opened)
+    for c in range(1, n + 1):
+        m = lab == c
+        part = _make_part("carrier", np.argwhere(m) + offset, ct)
+        if part.length < line_mm or m.sum() < min_vox:
+            continue
+        keep |= m
+        carriers.append(_retag(part, "plate" if _is_flat(part) else "nail"))
+    shell = ndimage.binary_dilation(keep, structure=np.ones((3, 3, 3), bool)) & sub
+    residue = sub & ~shell
+    lab, n = ndimage.label(residue, structure=np.ones((3, 3, 3), bool))
+    screws = []
+    for c in range(1, n + 1):
+        m = lab == c
+        if m.sum() < min_vox:
+            continue
+        part = _make_part("screw", np.argwhere(m) + offset, ct)
+        if part.length >= 4.0:
+            screws.append(part)
+    return carriers, screws
+
+
+def _join_across_carriers(
+    screws: list[_Part],
+    carriers: list[_Part],
+    ct: Volume,
+    max_gap_mm: float = 20.0,
+    max_angle_deg: float = 35.0,
+) -> list[_Part]:
+    """Join fragments of one screw that a carrier interrupts (a screw through a plate hole or a nail).
+
+    Two fragments are joined when the gap between them is short, the point halfway across the gap lies in
+    a carrier, and the shorter fragment lies along the longer one's axis (a bent screw is allowed
+    ``max_angle_deg``).
+    """
+    if len(screws) < 2 or not carriers:
+        return screws
+    carrier_tree = cKDTree(np.concatenate([c.pts for c in carriers]))
+    in_carrier = 1.0 * max(ct.spacing)
+    trees = [cKDTree(s.pts) for s in screws]
+    parent = list(range(len(screws)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    cos_max = math.cos(math.radians(max_angle_deg))
+    for a in range(len(screws)):
+        for b in range(a + 1, len(screws)):
+            long_, short = (screws[a], screws[b]) if screws[a].length >= screws[b].length else (screws[b], screws[a])
+            if np.linalg.norm(long_.center - short.center) > long_.length + short.length + max_gap_mm:
+                continue
+            d, i = trees[b].query(screws[a].pts, k=1)
+            j = int(np.argmin(d))
+            if d[j] > max_gap_mm:
+                continue
+            mid = 0.5 * (screws[a].pts[j] + screws[b].pts[i[j]])
+            if carrier_tree.query(mid)[0] > in_carrier:
+                continue
+            v = short.center - long_.center
+            if abs(float(v @ long_.axes[0])) < cos_max * np.linalg.norm(v):
+                continue
+            parent[find(b)] = find(a)
+    groups: dict[int, list[_Part]] = {}
+    for i, s in enumerate(screws):
+        groups.setdefault(find(i), []).append(s)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+        else:
+            out.append(
+                _Part(
+                    "screw",
+                    np.concatenate([m.idx for m in members]),
+                    np.concatenate([m.pts for m in members]),
+                )
+            )
+    return out
+
+
+def _line_distance(p: np.ndarray, part: _Part) -> float:
+    d = p - part.center
+    return float(np.linalg.norm(d - (d @ part.axes[0]) * part.axes[0]))
+
+
+def _centerline_deviation(part: _Part, slab_mm: float) -> float:
+    """Largest distance of the slab centroids (a discrete skeleton) from their best straight line."""
+    t = (part.pts - part.center) @ part.axes[0]
+    bins = np.floor((t - t.min()) / slab_mm).astype(int)
+    counts = np.bincount(bins)
+    ok = counts >= 3
+    if ok.sum() < 3:
+        return 0.0
+    sums = np.stack([np.bincount(bins, weights=part.pts[:, a]) for a in range(3)], axis=1)
+    cent = sums[ok] / counts[ok, None]
+    c0 = cent.mean(axis=0)
+    _, _, vt = np.linalg.svd(cent - c0)
+    d = cent - c0
+    perp = d - np.outer(d @ vt[0], vt[0])
+    return float(np.linalg.norm(perp, axis=1).max())
+
+
+# --------------------------------------------------------------------------- naming
+def _name_parts(
+    carriers: list[_Part],
+    screws: list[_Part],
+    ct: Volume,
+    anatomy: Anatomy,
+    extrusion_mm: float,
+    bend_mm: float,
+) -> list[ImplantComponent]:
+    slab = max(2.0, 2.0 * max(ct.spacing))
+    # distance to bone proper (cortex, spongiosa, marrow cavity), the metal itself excluded
+    outside_bone_mm = ndimage.distance_transform_edt(~(anatomy.filled & ~anatomy.metal), sampling=anatomy.grid.spacing)
+    tol_touch = 2.5 * max(ct.spacing) + 0.1
+    hips, screws = _hip_screws(screws, ct, tol_touch)
+    hips, carriers = _barrels_to_plates(hips, carriers, tol_touch)
+    hip_trees = [cKDTree(h.pts) for h in hips]
+    comps: list[ImplantComponent] = []
+    carrier_comps: list[tuple[_Part, ImplantComponent]] = []
+    used: dict[str, int] = {}
+    for part in sorted(carriers, key=lambda p: -p.center[2]):  # carriers, proximal first
+        side = anatomy.side_of(part.center[0])
+        sample = part.pts[:: max(1, len(part.pts) // 2000)]
+        if part.kind == "plate":
+            near_hip = any(t.query(sample)[0].min() <= 15.0 for t in hip_trees)
+            base = f"{side} dynamic hip screw plate" if near_hip else f"{side} {_plate_position(part, anatomy, side)} plate"
+        else:
+            inside = anatomy.sample(anatomy.filled, sample).mean()
+            base = f"{side} intramedullary nail" if inside >= 0.5 else f"{side} rod"
+        used[base] = used.get(base, 0) + 1
+        name = base if used[base] == 1 else f"{base} {used[base]}"
+        p_end, d_end = _ends(part)
+        if p_end[2] < d_end[2]:
+            p_end, d_end = d_end, p_end
+        flags = ("bent",) if _centerline_deviation(part.core or part, slab) > bend_mm else ()
+        comp = _component(len(comps) + 1, name, part.kind, side, part, ct, (p_end, d_end), flags)
+        comps.append(comp)
+        carrier_comps.append((part, comp))
+    for n_hip, h in enumerate(sorted(hips, key=lambda p: -p.center[2]), start=1):
+        side = anatomy.side_of(h.center[0])
+        e1, e2 = _ends(h)
+        if anatomy.sample(outside_bone_mm, e1)[0] < anatomy.sample(outside_bone_mm, e2)[0]:
+            e1, e2 = (
+                e2,
+                e1,
+            )  # the head (lateral end) lies farther out of bone than the tip in the femoral head
+        name = f"{side} dynamic hip screw" + ("" if n_hip == 1 else f" {n_hip}")
+        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend_mm, slab)
+        comps.append(_component(len(comps) + 1, name, "screw", side, h, ct, (e1, e2), flags))
+    trees = [(cKDTree(p.pts), p, c) for p, c in carrier_comps]
+    per_carrier: dict[str | None, list[tuple[_Part, _Part | None, ImplantComponent | None]]] = {}
+    for s in screws:
+        best = None
+        for tree, p, c in trees:
+            dmin = float(tree.query(s.pts[:: max(1, len(s.pts) // 500)], k=1)[0].min())
+            touching = dmin <= tol_touch
+            rank = (0, 0 if c.kind == "plate" else 1, dmin) if touching else (1, dmin, 0)
+            if dmin <= 15.0 and (best is None or rank < best[0]):
+                best = (rank, p, c)
+        key = best[2].name if best else None
+        per_carrier.setdefault(key, []).append((s, best[1] if best else None, best[2] if best else None))
+    side_counts: dict[str, int] = {}
+    for items in per_carrier.values():
+        items.sort(key=lambda it: -it[0].center[2])  # proximal (larger z) first
+        numbers: dict[str, int] = {}
+        for s, cpart, ccomp in items:
+            side = ccomp.side if ccomp is not None else anatomy.side_of(s.center[0])
+            e1, e2 = _ends(s)
+            b1, b2 = (float(anatomy.sample(outside_bone_mm, e)[0]) for e in (e1, e2))
+            if abs(b1 - b2) > extrusion_mm:
+                if b1 < b2:
+                    e1, e2 = e2, e1  # the tip is the end in (or nearer to) bone
+            elif cpart is not None:
+                tree = cKDTree(cpart.pts)
+                if tree.query(e1)[0] > tree.query(e2)[0]:
+                    e1, e2 = e2, e1  # else the head is the end at the carrier
+            if ccomp is None:
+                side_counts[side] = side_counts.get(side, 0) + 1
+                name, num = f"{side} screw {side_counts[side]}", side_counts[side]
+            elif ccomp.kind == "nail" and ccomp.name.endswith("intramedullary nail"):
+                level = "proximal" if s.center[2] > cpart.center[2] else "distal"
+                numbers[level] = numbers.get(level, 0) + 1
+                num = numbers[level]
+                name = f"{ccomp.name.replace('intramedullary nail', 'nail')} {level} locking screw {num}"
+            else:
+                numbers[""] = numbers.get("", 0) + 1
+                num = numbers[""]
+                name = f"{ccomp.name} screw {num}"
+            flags = _screw_flags(
+                s,
+                e1,
+                e2,
+                cpart if ccomp is not None and ccomp.kind == "plate" else None,
+                anatomy,
+                outside_bone_mm,
+                extrusion_mm,
+                bend_mm,
+                slab,
+            )
+            comp = _component(len(comps) + 1, name, "screw", side, s, ct, (e1, e2), flags)
+            comp.carrier = ccomp.name if ccomp is not None else None
+            comp.number = num
+            comps.append(comp)
+    return comps
+
+
+def _hip_screws(screws: list[_Part], ct: Volume, tol_touch: float) -> tuple[list[_Part], list[_Part]]:
+    """Thick screws (lag screws of hip screw systems) with the fragments that touch them (their barrel)."""
+    hips = [s for s in screws if _diameter(s, ct) >= DHS_DIAMETER_MM and s.length >= 30.0]
+    rest = [s for s in screws if not any(s is h for h in hips)]
+    for i, h in enumerate(hips):
+        tree = cKDTree(h.pts)
+        touching = [s for s in rest if tree.query(s.pts, k=1)[0].min() <= tol_touch]
+        if touching:
+            rest = [s for s in rest if not any(s is t for t in touching)]
+            members = [h, *touching]
+            hips[i] = _Part("screw", np.concatenate([m.idx for m in members]), np.concatenate([m.pts for m in members]))
+            hips[i].axes, hips[i].center = h.axes, h.center  # keep the lag screw's own axis
+    return hips, rest
+
+
+def _barrels_to_plates(
+    hips: list[_Part], carriers: list[_Part], tol_touch: float, max_barrel_mm: float = 50.0
+) -> tuple[list[_Part], list[_Part]]:
+    """A short thick piece touching a plate is that plate's barrel (the sleeve a lag screw slides in)."""
+    keep = []
+    for h in hips:
+        plate = None
+        if h.length < max_barrel_mm:
+            tree = cKDTree(h.pts)
+            for i, c in enumerate(carriers):
+                if c.kind == "plate" and tree.query(c.pts[:: max(1, len(c.pts) // 3000)])[0].min() <= tol_touch:
+                    plate = i
+                    break
+        if plate is None:
+            keep.append(h)
+        else:
+            c = carriers[plate]
+            carriers[plate] = _Part("plate", np.concatenate([c.idx, h.idx]), np.concatenate([c.pts, h.pts]), core=c)
+    return keep, carriers
+
+
+def _diameter(part: _Part, ct: Volume) -> float:
+    """Equivalent cylinder diameter from volume and length (mm)."""
+    return 2.0 * math.sqrt(len(part.idx) * ct.voxel_volume_ml * 1000.0 / max(part.length, 1e-6) / math.pi)
+
+
+def _screw_flags(
+    s: _Part,
+    head: np.ndarray,
+    tip: np.ndarray,
+    plate: _Part | None,
+    anatomy: Anatomy,
+    outside_bone_mm: np.ndarray,
+    extrusion_mm: float,
+    bend_mm: float,
+    slab: float,
+) -> tuple[str, ...]:
+    """``extruded``: head standing more than ``extrusion_mm`` proud of its plate (backed out), tip more than
+    3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: centre line
+    off a straight line."""
+    flags = []
+    tip_out = anatomy.sample(outside_bone_mm, tip)[0] > 3.0 * extrusion_mm
+    proud = plate is not None and cKDTree(plate.pts).query(head)[0] > extrusion_mm
+    reach = max(2.5, max(anatomy.grid.spacing))  # a screw voxel in bone lies within its radius of bone
+    in_bone = (anatomy.sample(outside_bone_mm, s.pts[:: max(1, len(s.pts) // 1000)]) <= reach).mean()
+    if tip_out or proud or in_bone < 0.2:
+        flags.append("extruded")
+    if _centerline_deviation(s, slab) > bend_mm:
+        flags.append("bent")
+    return tuple(flags)
+
+
+def _plate_position(part: _Part, anatomy: Anatomy, side: str) -> str:
+    """lateral/medial/anterior/posterior from the bone beside the plate (same side, same heights)."""
+    zs = part.pts[:, 2]
+    grid = anatomy.grid
+    z_of_k, y_of_j, x_of_i = grid.axis_coordinates()
+    ks = np.flatnonzero((z_of_k >= zs.min()) & (z_of_k <= zs.max()))
+    sign = -1.0 if side == "right" else 1.0
+    cols = np.flatnonzero(sign * (x_of_i - anatomy.midline_x) > 0)
+    if ks.size == 0 or cols.size == 0:
+        return "lateral"
+    sub = anatomy.filled[ks][:, :, cols] & ~anatomy.metal[ks][:, :, cols]
+    if not sub.any():
+        return "lateral"
+    _, jj, ii = np.nonzero(sub)
+    bone_xy = np.array([x_of_i[cols][ii].mean(), y_of_j[jj].mean()])
+    d = part.center[:2] - bone_xy
+    if abs(d[0]) >= abs(d[1]):
+        return "lateral" if sign * d[0] > 0 else "medial"
+    return "anterior" if d[1] < 0 else "posterior"
+
+
+def _ends(part: _Part) -> tuple[np.ndarray, np.ndarray]:
+    t = (part.pts - part.center) @ part.axes[0]
+    lo, hi = t.min(), t.max()
+    tol = 0.5 * (hi - lo) * 0.05 + 1e-6
+    near_lo = part.pts[t <= lo + tol].mean(axis=0)
+    near_hi = part.pts[t >= hi - tol].mean(axis=0)
+    # project onto the axis through the centre so the end points lie on the centre line
+    return (
+        part.center + (near_lo - part.center) @ part.axes[0] * part.axes[0],
+        part.center + (near_hi - part.center) @ part.axes[0] * part.axes[0],
+    )
+
+
+def _component(
+    cid: int,
+    name: str,
+    kind: str,
+    side: str,
+    part: _Part,
+    ct: Volume,
+    ends: tuple[np.ndarray, np.ndarray],
+    flags: tuple[str, ...],
+) -> ImplantComponent:
+    e1, e2 = (np.asarray(e, float) for e in ends)
+    axis = e2 - e1
+    axis = axis / max(np.linalg.norm(axis), 1e-9)
+    vol = len(part.idx) * ct.voxel_volume_ml
+    diameter = _diameter(part, ct)
+    return ImplantComponent(
+        id=cid,
+        name=name,
+        kind=kind,
+        side=side,
+        centroid_lps=tuple(float(v) for v in part.center),
+        volume_ml=float(vol),
+        length_mm=float(part.length + np.mean(ct.spacing)),
+        diameter_mm=float(diameter),
+        end_points_lps=(tuple(float(v) for v in e1), tuple(float(v) for v in e2)),
+        axis=tuple(float(v) for v in axis),
+        flags=flags,
+        indices=part.idx.astype(np.int32),
+        points_lps=part.pts,
+    )
