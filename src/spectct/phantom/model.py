@@ -86,10 +86,18 @@ class Phantom:
     def update_statistics(self) -> None:
         """Fill each component's centroid (LPS mm) and volume (mL) from the label volume."""
         lab = self.labels.data
-        counts = np.bincount(lab.ravel(), minlength=max(c.id for c in self.components) + 1)
-        idx = np.indices(lab.shape, dtype=np.float64).reshape(3, -1)
-        flat = lab.ravel()
-        sums = np.stack([np.bincount(flat, weights=idx[a], minlength=counts.size) for a in range(3)], axis=1)
+        n_ids = max(int(lab.max(initial=0)), max(c.id for c in self.components)) + 1
+        counts = np.zeros(n_ids)
+        sums = np.zeros((n_ids, 3))
+        nz, ny, nx = lab.shape
+        jj, ii = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+        for k in range(nz):  # slice by slice: no index arrays of the full volume (1-mm grids)
+            flat = lab[k].ravel().astype(np.int64)
+            n = np.bincount(flat, minlength=n_ids)
+            counts += n
+            sums[:, 0] += n * k
+            sums[:, 1] += np.bincount(flat, weights=jj.ravel(), minlength=n_ids)
+            sums[:, 2] += np.bincount(flat, weights=ii.ravel(), minlength=n_ids)
         for c in self.components:
             n = counts[c.id] if c.id < counts.size else 0
             c.volume_ml = float(n * self.labels.voxel_volume_ml)
