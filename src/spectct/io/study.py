@@ -104,6 +104,20 @@ class Study:
         entry = self.read_protocol()["stages"].get(stage)
         return None if entry is None else entry.get("parameters")
 
+    def record_run(self, stage: str, parameters: dict[str, Any], seconds: float) -> None:
+        """Note that the pipeline ran ``stage`` with ``parameters`` (its up-to-date key) in ``seconds``."""
+        doc = self.read_protocol()
+        doc["study_format"] = STUDY_FORMAT
+        doc["spectct_version"] = __version__
+        doc.setdefault("pipeline", {})[stage] = {
+            "parameters": parameters, "seconds": round(seconds, 2),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_text(self.protocol_path, json.dumps(doc, indent=2, default=_json_default))
+
+    def run_parameters(self, stage: str) -> dict[str, Any] | None:
+        entry = self.read_protocol().get("pipeline", {}).get(stage)
+        return None if entry is None else entry.get("parameters")
+
 
 def _json_default(obj: Any) -> Any:
     try:

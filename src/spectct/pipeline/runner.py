@@ -66,7 +66,7 @@ def is_up_to_date(study: Study, stage: Stage) -> bool:
     outputs = [study.path(o) for o in stage.outputs]
     if not outputs or not all(p.exists() for p in outputs):
         return False
-    if study.stage_parameters(stage.name) != _normalise(stage.params):
+    if study.run_parameters(stage.name) != _normalise(stage.params):
         return False
     inputs = [study.path(i) for i in stage.inputs]
     if not all(p.exists() for p in inputs):
@@ -112,7 +112,7 @@ def run_stages(study: Study, stages: Sequence[Stage], *, device: str = "cpu", re
         t0 = time.perf_counter()
         extra = stage.func(ctx) or {}
         seconds = time.perf_counter() - t0
-        study.record_stage(stage.name, _normalise(stage.params) | {}, seconds)
+        study.record_run(stage.name, _normalise(stage.params), seconds)
         if extra:
             ctx.settings.setdefault("stage_info", {})[stage.name] = extra
         results.append(StageResult(stage.name, "ran", seconds))

@@ -1,0 +1,89 @@
+"""Compare the reading (findings.json, from CT and SPECT only) with the digital patient's truth.
+
+Only evaluation code reads the truth; it never feeds back into the reading.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from spectct.atomic import write_text
+from spectct.io.study import Study
+
+
+def _check(name: str, expected: str, found: str, passed: bool) -> dict[str, Any]:
+    return {"name": name, "expected": expected, "found": found, "passed": bool(passed)}
+
+
+def truth_checks(findings: dict, components: list[dict]) -> list[dict[str, Any]]:
+    """The checks of the case: hottest focus at plate screw 2, tract to skin, nail tip, left side clear,
+    pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged."""
+    by_name = {c["name"]: c for c in components}
+    infected = [f for f in findings.get("findings", []) if f.get("classification") == "infection likely"]
+    hottest = max(findings.get("findings", []), key=lambda f: f.get("peak_bq_ml", 0), default=None)
+    checks = []
+
+    focus = max((c for c in components if c["kind"] in ("focus", "tract", "collection")),
+                key=lambda c: c.get("activity", 0), default=None)
+    screw = "right lateral plate screw 2"
+    found = "no finding" if hottest is None else f"{hottest.get('nearest_implant')} " \
+                                                  f"({hottest.get('nearest_implant_mm') or 0:.0f} mm)"
+    checks.append(_check("hottest focus attributed to the implant component", f"{screw} (truth: {focus['name']})"
+                         if focus else screw, found, hottest is not None and hottest.get("nearest_implant") == screw))
+
+    tracts = [f for f in infected if f.get("kind") == "tract" and (f.get("tract") or {}).get("reaches_skin")]
+    checks.append(_check("sinus tract reaching the skin", "right thigh, from the plate's lower end",
+                         ", ".join(f"{t['side']} ({t['tract'].get('start_near')})" for t in tracts) or "none",
+                         any(t.get("side") == "right" for t in tracts)))
+
+    tip = by_name.get("collection at right nail tip")
+    if tip and tip.get("centroid_lps"):
+        p = np.asarray(tip["centroid_lps"], float)
+        dists = [float(np.linalg.norm(np.asarray(f["peak_lps"], float) - p)) for f in infected]
+        best = min(dists, default=float("inf"))
+        checks.append(_check("focus at the distal tip of the right nail", "within 20 mm of the tip collection",
+                             f"nearest infection finding {best:.0f} mm away" if dists else "none", best <= 20.0))
+
+    left = [f for f in infected if f.get("side") == "left"]
+    checks.append(_check("left side free of infection findings", "no infection finding on the left",
+                         f"{len(left)} on the left", not left))
+
+    pelvis = [f for f in findings.get("findings", []) if f.get("structure") == "pelvis"]
+    wrong = [f for f in pelvis if f.get("classification") == "infection likely"]
+    checks.append(_check("pelvic marrow not called infection", "physiological or indeterminate",
+                         f"{len(pelvis)} pelvic findings, {len(wrong)} called infection", not wrong))
+
+    truth_screws = sorted((c for c in components if c["kind"] == "screw" and c.get("carrier") == "right lateral plate"),
+                          key=lambda c: c["number"])
+    found_screws = [c for c in findings.get("implants", []) if c.get("kind") == "screw"
+                    and c.get("carrier") == "right lateral plate"]
+    matched = 0
+    for t in truth_screws:
+        if not t.get("centroid_lps"):
+            continue
+        near = min(found_screws, key=lambda c: np.linalg.norm(np.subtract(c["centroid_lps"], t["centroid_lps"])),
+                   default=None)
+        if near is not None and near.get("number") == t["number"] and \
+                np.linalg.norm(np.subtract(near["centroid_lps"], t["centroid_lps"])) < 15.0:
+            matched += 1
+    checks.append(_check("lateral plate screws recovered and numbered from CT", f"{len(truth_screws)} screws",
+                         f"{len(found_screws)} found, {matched} matched with the right number",
+                         matched == len(truth_screws) and len(found_screws) == len(truth_screws)))
+
+    truth_ext = {t["number"] for t in truth_screws if "extruded" in (t.get("flags") or [])}
+    found_ext = {c.get("number") for c in found_screws if "extruded" in (c.get("flags") or [])}
+    checks.append(_check("extruded plate screws flagged", f"screws {sorted(truth_ext)}", f"screws {sorted(found_ext)}",
+                         truth_ext == found_ext))
+    return checks
+
+
+def write_truth_check(study: Study) -> dict[str, Any]:
+    findings = json.loads(study.path("findings.json").read_text())
+    components = json.loads((study.truth / "components.json").read_text())["components"]
+    checks = truth_checks(findings, components)
+    doc = {"checks": checks, "passed": all(c["passed"] for c in checks)}
+    write_text(study.path("truth_check.json"), json.dumps(doc, indent=1))
+    return doc

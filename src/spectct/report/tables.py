@@ -1,0 +1,92 @@
+"""Rows of the report's tables, from protocol.json and findings.json (schema: docs/findings.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CSS = {"infection likely": "infection", "physiological marrow": "marrow", "indeterminate": "indeterminate"}
+
+
+def _stage(protocol: dict, name: str) -> dict[str, Any]:
+    return (protocol.get("stages", {}).get(name) or {}).get("parameters", {}) or {}
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        value = f"{value:.{digits}g}"
+    return f"{value} {unit}".strip()
+
+
+def protocol_rows(protocol: dict) -> dict[str, list[tuple[str, str]]]:
+    """The examination protocol as (label, value) rows for SPECT and CT, from what the stages recorded."""
+    acq = _stage(protocol, "spect_simulate") or _stage(protocol, "spect_input")
+    rec = _stage(protocol, "spect_recon")
+    ct = _stage(protocol, "ct_simulate") or _stage(protocol, "ct_input")
+    mar = _stage(protocol, "ct_mar")
+    spect = [
+        ("Radiopharmaceutical", _fmt(acq.get("radiopharmaceutical"))),
+        ("Injected activity", _fmt(acq.get("injected_activity_mbq"), "MBq")),
+        ("Delay after injection", _fmt(acq.get("delay_h"), "h")),
+        ("Detectors × stops", f"{_fmt(acq.get('heads'))} × {_fmt(acq.get('stops_per_head'))}"),
+        ("Time per stop", _fmt(acq.get("time_per_stop_s"), "s")),
+        ("Matrix / pixel", f"{_fmt(acq.get('matrix'))} × {_fmt(acq.get('matrix'))} / {_fmt(acq.get('pixel_mm'), 'mm')}"),
+        ("Collimator", _fmt(acq.get("collimator"))),
+        ("Energy windows", _fmt(acq.get("windows"))),
+        ("Reconstruction", f"OSEM3D {_fmt(rec.get('iterations'))} iterations × {_fmt(rec.get('subsets'))} subsets"),
+        ("Corrections", _fmt(rec.get("corrections"))),
+        ("Post-filter", _fmt(rec.get("postfilter_fwhm_mm"), "mm FWHM")),
+    ]
+    geo = ct.get("geometry") or ct
+    ct_rows = [
+        ("Tube voltage", _fmt(geo.get("kvp"), "kV")),
+        ("Tube current–time", _fmt(geo.get("mas"), "mAs")),
+        ("Collimation", _fmt(ct.get("collimation") or ("32 × 0.7 mm (modelled as axial slices)" if geo else None))),
+        ("Slice thickness", _fmt(geo.get("slice_mm"), "mm")),
+        ("Matrix / pixel", f"{_fmt(ct.get('n_pixels'))} / {_fmt(ct.get('pixel_mm'), 'mm')}"),
+        ("Views per rotation × channels", f"{_fmt(geo.get('n_views'))} × {_fmt(geo.get('n_channels'))}"),
+        ("Reconstruction kernel", _fmt(ct.get("filter"))),
+        ("Metal artifact reduction", _fmt(mar.get("method"))),
+    ]
+    return {"spect": spect, "ct": ct_rows}
+
+
+def _location(f: dict) -> str:
+    text = f"{f.get('side', '')} {f.get('structure', '')}".strip()
+    if f.get("third"):
+        text += f", {f['third']} third"
+    if f.get("tissue"):
+        text += f" ({f['tissue']})"
+    return text
+
+
+def finding_rows(doc: dict) -> list[dict[str, Any]]:
+    """One row per finding, hottest first (the order of findings.json)."""
+    rows = []
+    for f in doc.get("findings", []) or []:
+        kind = f.get("kind", "focus")
+        tract = f.get("tract")
+        if kind == "tract" and tract:
+            kind = f"tract {tract.get('length_mm', 0):.0f} mm" + (", reaches skin" if tract.get("reaches_skin") else "")
+        rows.append({
+            "id": f.get("id"),
+            "location": _location(f),
+            "component": f.get("nearest_implant") or "—",
+            "distance": _fmt(f.get("nearest_implant_mm"), digits=2),
+            "peak": _fmt(f.get("peak_bq_ml"), digits=3),
+            "ratio": _fmt(f.get("ratio_to_background"), digits=3),
+            "volume": _fmt(f.get("volume_ml"), digits=3),
+            "kind": kind,
+            "classification": f.get("classification", "indeterminate"),
+            "css": _CSS.get(f.get("classification", ""), "indeterminate"),
+            "reason": f.get("reason", ""),
+        })
+    return rows
+
+
+def implant_rows(doc: dict) -> list[dict[str, str]]:
+    return [{"name": c.get("name", "?"), "kind": c.get("kind", "?"), "length": _fmt(c.get("length_mm"), digits=3),
+             "flags": ", ".join(c.get("flags") or []) or "—"} for c in doc.get("implants", []) or []]
