@@ -128,6 +128,10 @@ def topogram_png(image: np.ndarray, path: str | os.PathLike, row_mm: float = 1.0
     ax = fig.add_axes((0, 0, 1, height_mm * scale / (height_mm * scale + band)))
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=(0, width_mm, height_mm, 0), interpolation="lanczos")
     ax.set_axis_off()
+    from spectct.render.annotate import decorate
+
+    # an AP radiograph is seen from the front: patient right on the image left, head up
+    decorate(ax, {"left": "R", "right": "L", "top": "H", "bottom": "F"})
     if title:
         fig.text(0.5, 0.99, title, color="white", ha="center", va="top", fontsize=10)
     path = Path(path)

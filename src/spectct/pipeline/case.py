@@ -18,7 +18,7 @@ SPECT = "spect/spect.nii.gz"
 FINDINGS = "findings.json"
 FIGURES = ("figures/planar.png", "figures/spect_mip.png", "figures/vrt_ct_mar.png", "figures/vrt_fused.png",
            "figures/ct_mar_comparison.png", "figures/coronal_spect_fused.png", "figures/focus_1.png",
-           "figures/spect_mip_rotating.gif")
+           "figures/spect_mip_rotating.gif", "figures/mar_metrics.png")
 
 
 def _size(ctx: StageContext) -> DemoSize:
@@ -131,5 +131,6 @@ def demo_stages(size: DemoSize, seed: int) -> list[Stage]:
               inputs=(SPECT, CT_MAR, CT_NOMAR, FINDINGS), outputs=FIGURES, requires=("spectct.render.vrt",)),
         Stage("truth_check", "reading compared with the phantom's truth", stage_truth_check,
               inputs=(FINDINGS, *TRUTH), outputs=("truth_check.json",)),
-        Stage("report", "HTML report", stage_report, inputs=(FINDINGS, *FIGURES[:-1]), outputs=("report.html",)),
+        Stage("report", "HTML report", stage_report, inputs=(FINDINGS, "truth_check.json", *FIGURES),
+              outputs=("report.html",)),
     ]

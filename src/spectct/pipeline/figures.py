@@ -10,6 +10,7 @@ import numpy as np
 from spectct.io.nifti import read_nifti
 from spectct.io.study import Study
 from spectct.progress import SILENT, Reporter
+from spectct.report.figures import MAX_FOCUS_FIGURES
 
 
 def _plate_point(findings: dict, fallback: np.ndarray) -> np.ndarray:
@@ -22,7 +23,7 @@ def _plate_point(findings: dict, fallback: np.ndarray) -> np.ndarray:
 
 
 def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
-                 max_focus_figures: int = 6) -> dict[str, Any]:
+                 max_focus_figures: int = MAX_FOCUS_FIGURES) -> dict[str, Any]:
     """Write figures/*.png of the case into the study folder; returns the list written."""
     from spectct.render.fuse import fused_figure, hottest_point, side_by_side
     from spectct.render.mip import mip_figure, rotating_mip
@@ -35,7 +36,7 @@ def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
     ct_mar = read_nifti(study.path("ct/ct_mar.nii.gz"))
     ct_nomar = read_nifti(study.path("ct/ct_nomar.nii.gz"))
     findings = json.loads(study.path("findings.json").read_text())
-    hot = [f for f in findings.get("findings", [])]
+    hot = sorted(findings.get("findings", []), key=lambda f: -f["peak_bq_ml"])
     peak = np.asarray(hot[0]["peak_lps"], float) if hot else hottest_point(spect)
     written = []
 
@@ -77,16 +78,50 @@ def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
                  path=out / "coronal_spect_fused.png", title="Coronal SPECT/CT with MAR through the lateral plate",
                  device=device)
     written += ["coronal_spect.png", "coronal_spect_fused.png"]
-    for f in hot[:max_focus_figures]:
+    for rank, f in enumerate(hot[:max_focus_figures], start=1):
         where = f.get("nearest_implant") or f"{f.get('side')} {f.get('structure')}"
         point = np.asarray(f["peak_lps"], float)
         fused_figure(ct_mar, spect, point_lps=point, planes=("axial", "coronal"),
-                     path=out / f"focus_{f['id']}.png", markers=[(point, str(f["id"]))],
+                     path=out / f"focus_{rank}.png", markers=[(point, str(f["id"]))],
                      title=f"Finding {f['id']}: {f.get('kind', 'focus')} at {where} ({f.get('classification')})",
                      device=device)
-        written.append(f"focus_{f['id']}.png")
+        written.append(f"focus_{rank}.png")
     if not hot:  # still show the hottest voxel, labelled as such
         fused_figure(ct_mar, spect, point_lps=peak, planes=("axial", "coronal"), path=out / "focus_1.png",
                      title="Hottest voxel (no finding above background)", device=device)
         written.append("focus_1.png")
+    metrics_path = study.path("ct/mar_metrics.json")
+    if metrics_path.exists():
+        mar_metrics_figure(json.loads(metrics_path.read_text())["metrics"], out / "mar_metrics.png")
+        written.append("mar_metrics.png")
     return {"figures": written}
+
+
+_METHOD_NAMES = {"none": "without MAR", "li": "LI", "nmar": "NMAR", "imar": "iMAR-like"}
+
+
+def mar_metrics_figure(metrics: dict[str, dict[str, float]], path) -> None:
+    """Bar chart of the error near metal and in the rest of the body for each MAR method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spectct.atomic import atomic_path
+
+    order = [m for m in ("none", "li", "nmar", "imar") if m in metrics]
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=120, layout="constrained")
+    x = np.arange(len(order))
+    band = [metrics[m]["rmse_band"] for m in order]
+    outside = [metrics[m]["rmse_outside"] for m in order]
+    ax.bar(x - 0.2, band, 0.4, label="within 20 mm of metal", color="#b03a2e")
+    ax.bar(x + 0.2, outside, 0.4, label="rest of the body", color="#2e86c1")
+    for xi, v in zip(x, band, strict=True):
+        ax.text(xi - 0.2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [_METHOD_NAMES.get(m, m) for m in order])
+    ax.set_ylabel("RMSE against metal-free CT (HU)")
+    ax.set_title("CT error from metal, by reduction method")
+    ax.legend(frameon=False, fontsize=8)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -15,12 +15,20 @@ from spectct.io.study import Study
 
 
 def _check(name: str, expected: str, found: str, passed: bool) -> dict[str, Any]:
-    return {"name": name, "expected": expected, "found": found, "passed": bool(passed)}
+    return {"name": name, "expected": expected, "found": found, "passed": None if passed is None else bool(passed)}
 
 
-def truth_checks(findings: dict, components: list[dict]) -> list[dict[str, Any]]:
+#: Thickest CT slice at which screws (≈ 5 mm across) can be told apart by the decomposition.
+SCREW_RESOLVING_SLICE_MM = 2.5
+
+
+def truth_checks(findings: dict, components: list[dict], ct_slice_mm: float = 1.0) -> list[dict[str, Any]]:
     """The checks of the case: hottest focus at plate screw 2, tract to skin, nail tip, left side clear,
-    pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged."""
+    pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged.
+
+    The two implant checks are *not assessed* (``passed`` None) when the CT's slices are thicker than
+    :data:`SCREW_RESOLVING_SLICE_MM`: 5-mm screws 8–12 mm apart then merge in the CT itself.
+    """
     by_name = {c["name"]: c for c in components}
     infected = [f for f in findings.get("findings", []) if f.get("classification") == "infection likely"]
     hottest = max(findings.get("findings", []), key=lambda f: f.get("peak_bq_ml", 0), default=None)
@@ -69,21 +77,29 @@ def truth_checks(findings: dict, components: list[dict]) -> list[dict[str, Any]]
         if near is not None and near.get("number") == t["number"] and \
                 np.linalg.norm(np.subtract(near["centroid_lps"], t["centroid_lps"])) < 15.0:
             matched += 1
-    checks.append(_check("lateral plate screws recovered and numbered from CT", f"{len(truth_screws)} screws",
-                         f"{len(found_screws)} found, {matched} matched with the right number",
-                         matched == len(truth_screws) and len(found_screws) == len(truth_screws)))
-
+    resolvable = ct_slice_mm <= SCREW_RESOLVING_SLICE_MM
     truth_ext = {t["number"] for t in truth_screws if "extruded" in (t.get("flags") or [])}
     found_ext = {c.get("number") for c in found_screws if "extruded" in (c.get("flags") or [])}
-    checks.append(_check("extruded plate screws flagged", f"screws {sorted(truth_ext)}", f"screws {sorted(found_ext)}",
-                         truth_ext == found_ext))
-    return checks
+    implant_checks = [
+        _check("lateral plate screws recovered and numbered from CT", f"{len(truth_screws)} screws",
+               f"{len(found_screws)} found, {matched} matched with the right number",
+               matched == len(truth_screws) and len(found_screws) == len(truth_screws)),
+        _check("extruded plate screws flagged", f"screws {sorted(truth_ext)}", f"screws {sorted(found_ext)}",
+               truth_ext == found_ext),
+    ]
+    for c in implant_checks:
+        if not resolvable:
+            c["passed"] = None
+            c["found"] += f" (not assessed: {ct_slice_mm:g}-mm CT slices do not resolve 5-mm screws)"
+    return checks + implant_checks
 
 
 def write_truth_check(study: Study) -> dict[str, Any]:
     findings = json.loads(study.path("findings.json").read_text())
     components = json.loads((study.truth / "components.json").read_text())["components"]
-    checks = truth_checks(findings, components)
-    doc = {"checks": checks, "passed": all(c["passed"] for c in checks)}
+    ct = study.stage_parameters("ct_simulate") or {}
+    slice_mm = float((ct.get("geometry") or {}).get("slice_mm", 1.0))
+    checks = truth_checks(findings, components, ct_slice_mm=slice_mm)
+    doc = {"checks": checks, "passed": all(c["passed"] is not False for c in checks)}
     write_text(study.path("truth_check.json"), json.dumps(doc, indent=1))
     return doc

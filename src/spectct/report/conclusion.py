@@ -25,7 +25,8 @@ def conclusion_paragraphs(doc: dict) -> list[str]:
         out.append(
             f"Abnormal accumulation of labelled leukocytes in {len(infected)} site(s) suggests active infection, "
             f"with the maximum uptake localising to the {where} "
-            f"(peak {hottest.get('peak_bq_ml', 0):.3g} Bq/mL, {hottest.get('ratio_to_background') or 0:.1f}× background).")
+            f"(peak {hottest.get('peak_bq_ml', 0) / 1000:.1f} kBq/mL, {hottest.get('ratio_to_background') or 0:.0f}× "
+            "background).")
         parts = [f["nearest_implant"] for f in infected if f.get("nearest_implant") and
                  (f.get("nearest_implant_mm") or 0) <= 15]
         if parts:

@@ -18,7 +18,7 @@ from spectct.atomic import atomic_path, write_text
 from spectct.errors import InputError
 from spectct.io.study import Study
 from spectct.report.conclusion import conclusion_paragraphs
-from spectct.report.figures import CASE_FIGURES, focus_figure
+from spectct.report.figures import CASE_FIGURES, MAX_FOCUS_FIGURES, focus_figure
 from spectct.report.tables import finding_rows, implant_rows, protocol_rows
 
 
@@ -43,7 +43,7 @@ def _embed(path: Path) -> tuple[str | None, str]:
 
 def figure_entries(study: Study, n_findings: int) -> list[dict[str, Any]]:
     """The figures of the report in order, each embedded or marked missing with a reason."""
-    specs = list(CASE_FIGURES) + [focus_figure(i) for i in range(2, n_findings + 1)]
+    specs = list(CASE_FIGURES) + [focus_figure(i) for i in range(2, min(n_findings, MAX_FOCUS_FIGURES) + 1)]
     entries = []
     for number, spec in enumerate(specs, start=1):
         path = study.path(spec.path)

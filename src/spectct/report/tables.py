@@ -66,7 +66,7 @@ def _location(f: dict) -> str:
 def finding_rows(doc: dict) -> list[dict[str, Any]]:
     """One row per finding, hottest first (the order of findings.json)."""
     rows = []
-    for f in doc.get("findings", []) or []:
+    for f in sorted(doc.get("findings", []) or [], key=lambda f: -(f.get("peak_bq_ml") or 0.0)):
         kind = f.get("kind", "focus")
         tract = f.get("tract")
         if kind == "tract" and tract:
@@ -75,9 +75,9 @@ def finding_rows(doc: dict) -> list[dict[str, Any]]:
             "id": f.get("id"),
             "location": _location(f),
             "component": f.get("nearest_implant") or "—",
-            "distance": _fmt(f.get("nearest_implant_mm"), digits=2),
-            "peak": _fmt(f.get("peak_bq_ml"), digits=3),
-            "ratio": _fmt(f.get("ratio_to_background"), digits=3),
+            "distance": "—" if f.get("nearest_implant_mm") is None else f"{f['nearest_implant_mm']:.0f}",
+            "peak": "—" if f.get("peak_bq_ml") is None else f"{f['peak_bq_ml'] / 1000:.1f}",
+            "ratio": "—" if f.get("ratio_to_background") is None else f"{f['ratio_to_background']:.0f}",
             "volume": _fmt(f.get("volume_ml"), digits=3),
             "kind": kind,
             "classification": f.get("classification", "indeterminate"),
