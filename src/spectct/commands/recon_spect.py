@@ -179,60 +179,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconstruct SPECT projections with OSEM (+CTAC, PSF, TEW/DEW scatter) to Bq/mL."""
         from spectct.atomic import write_text
-        from spectct.io.nifti import read_nifti, write_nifti
-        from spectct.spect.ctac import ct_to_mumap
-        from spectct.spect.recon import photopeak_window, reconstruct_spect, spect_grid
+        from spectct.io.nifti import write_nifti
+        from spectct.spect.study import reconstruct_file
 
         rep = Reporter(quiet=quiet)
-        scatter_key = scatter.strip().lower()
-        if scatter_key not in ("tew", "dew", "none"):
-            raise InputError(f"--scatter must be tew, dew or none, got {scatter!r}")
-        if ct is not None and mumap is not None:
-            raise InputError("give either --ct or --mumap, not both")
         if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
             raise InputError(f"{out}: output must be a .nii or .nii.gz file")
-        proj, info = _load_projections(projections, angle_offset, vendor_flip)
-        axis_xy = info["axis_xy"]
-        p = photopeak_window(proj, photopeak)
-        energy = _photon_energy(proj, p)
-        coll = _collimator(collimator, proj, energy, info["collimator"])
-        grid = spect_grid(proj, axis_xy)
-        grid.frame_of_reference = info["frame_of_reference"]  # CTAC checks the CT against it
-        mu = None
-        ct_info: dict = {}
-        if ct is not None:
-            ct_vol, ct_kvp = _load_ct(ct, rep)
-            used_kvp = kvp or ct_kvp or 120.0
-            if kvp is None and ct_kvp is None:
-                rep.info(
-                    f"CT tube voltage unknown; using {used_kvp:g} kVp for the HU→μ transform (--kvp to set)"
-                )
-            mu = ct_to_mumap(ct_vol, grid, used_kvp, energy, device=device)
-            ct_info = {"ct": str(ct), "kvp": used_kvp, "mu_energy_kev": energy}
-        elif mumap is not None:
-            mu = read_nifti(mumap)
-            if mu.unit != "1/mm":
-                raise InputError(f"{mumap}: μ-map must be in 1/mm, file says {mu.unit!r}")
-            ct_info = {"mumap": str(mumap)}
-        meta: dict = {}
-        image = reconstruct_spect(
-            proj,
-            mu,
-            iterations=iterations,
-            subsets=subsets,
-            psf=psf,
-            scatter=None if scatter_key == "none" else scatter_key,
-            postfilter_fwhm_mm=filter_mm,
-            device=device,
-            reporter=rep,
-            collimator=coll,
-            photopeak_kev=photopeak,
-            metadata=meta,
-            rotation_axis_xy_mm=axis_xy,
-        )
-        meta.update(ct_info)
-        meta["projections"] = str(projections)
-        meta["angle_offset_deg"], meta["vendor_flip"] = angle_offset, vendor_flip
+        image, meta = reconstruct_file(projections, ct=ct, mumap=mumap, kvp=kvp, iterations=iterations,
+                                       subsets=subsets, psf=psf, scatter=scatter, filter_mm=filter_mm,
+                                       photopeak=photopeak, collimator=collimator, device=device,
+                                       angle_offset=angle_offset, vendor_flip=vendor_flip, reporter=rep)
         write_nifti(image, out)
         side = out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
         write_text(side, json.dumps(meta, indent=2, default=str) + "\n")

@@ -99,7 +99,7 @@ def stage_truth_check(ctx: StageContext) -> dict[str, Any]:
 def stage_report(ctx: StageContext) -> dict[str, Any]:
     from spectct.report.html import build_report
 
-    build_report(ctx.study)
+    build_report(ctx.study, title=ctx.settings.get("title"))
     return {}
 
 

@@ -56,7 +56,11 @@ def figure_entries(study: Study, n_findings: int) -> list[dict[str, Any]]:
     return entries
 
 
-def build_report(study: Study, patient: dict[str, str] | None = None, pdf: bool = True) -> Path:
+CASE_TITLE = "SPECT/CT with 99mTc-HMPAO labelled leukocytes — right femoral fixation"
+
+
+def build_report(study: Study, patient: dict[str, str] | None = None, pdf: bool = True,
+                 title: str | None = None) -> Path:
     """Write ``report.html`` (and ``report.pdf`` when Chromium is installed) into the study folder."""
     protocol = study.read_protocol()
     findings_doc = _read_json(study.path("findings.json")) or {}
@@ -65,7 +69,7 @@ def build_report(study: Study, patient: dict[str, str] | None = None, pdf: bool 
     patient = patient or protocol.get("patient") or {
         "name": "SIMULATED^FEMORAL_CASE", "id": "SPECTCT-DEMO", "sex": "F"}
     html = _env().get_template("report.html.j2").render(
-        title="SPECT/CT with 99mTc-HMPAO labelled leukocytes — right femoral fixation",
+        title=title or CASE_TITLE,
         patient=patient,
         study_date=protocol.get("study_date", datetime.now(UTC).date().isoformat()),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

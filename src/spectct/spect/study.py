@@ -74,3 +74,68 @@ def reconstruct_spect_study(study: Study, *, iterations: int = 5, subsets: int =
         "details": json.loads(json.dumps(meta, default=str)),
     }, seconds=time.perf_counter() - t0)
     return {"max_bq_ml": float(image.data.max())}
+
+
+def reconstruct_file(projections, *, ct=None, ct_volume=None, mumap=None, kvp: float | None = None,
+                     iterations: int = 5, subsets: int = 15, psf: bool = True, scatter: str = "tew",
+                     filter_mm: float | None = None, photopeak: float | None = None, collimator: str | None = None,
+                     device: str = "cpu", angle_offset: float = 0.0, vendor_flip: bool = False,
+                     reporter: Reporter = SILENT):
+    """Reconstruct projections from a file (DICOM NM, Interfile, study folder) to Bq/mL.
+
+    The CT for attenuation correction comes from ``ct`` (DICOM folder or NIfTI), or ``ct_volume`` (a
+    :class:`~spectct.volume.Volume` in HU, e.g. after MAR), or a μ-map NIfTI ``mumap``. Returns the image and
+    a metadata dict of what was done.
+    """
+    from pathlib import Path
+
+    from spectct.commands.recon_spect import _collimator, _load_ct, _load_projections, _photon_energy
+    from spectct.errors import InputError
+    from spectct.io.nifti import read_nifti
+    from spectct.spect.ctac import ct_to_mumap
+    from spectct.spect.recon import photopeak_window, reconstruct_spect, spect_grid
+
+    scatter_key = scatter.strip().lower()
+    if scatter_key not in ("tew", "dew", "none"):
+        raise InputError(f"--scatter must be tew, dew or none, got {scatter!r}")
+    if sum(x is not None for x in (ct, ct_volume, mumap)) > 1:
+        raise InputError("give either a CT or a μ-map for attenuation correction, not both")
+    proj, info = _load_projections(Path(projections), angle_offset, vendor_flip)
+    axis_xy = info["axis_xy"]
+    p = photopeak_window(proj, photopeak)
+    energy = _photon_energy(proj, p)
+    coll = _collimator(collimator, proj, energy, info["collimator"])
+    grid = spect_grid(proj, axis_xy)
+    grid.frame_of_reference = info["frame_of_reference"]  # CTAC checks the CT against it
+    mu = None
+    ct_info: dict = {}
+    ct_kvp = None
+    if ct is not None:
+        ct_volume, ct_kvp = _load_ct(Path(ct), reporter)
+    if ct_volume is not None:
+        used_kvp = kvp or ct_kvp or 120.0
+        if kvp is None and ct_kvp is None:
+            reporter.info(f"CT tube voltage unknown; using {used_kvp:g} kVp for the HU→μ transform (--kvp to set)")
+        mu = ct_to_mumap(ct_volume, grid, used_kvp, energy, device=device)
+        ct_info = {"ct": str(ct) if ct is not None else "given volume", "kvp": used_kvp, "mu_energy_kev": energy}
+    elif mumap is not None:
+        mu = read_nifti(mumap)
+        if mu.unit != "1/mm":
+            raise InputError(f"{mumap}: μ-map must be in 1/mm, file says {mu.unit!r}")
+        ct_info = {"mumap": str(mumap)}
+    meta: dict = {}
+    image = reconstruct_spect(proj, mu, iterations=iterations, subsets=subsets, psf=psf,
+                              scatter=None if scatter_key == "none" else scatter_key, postfilter_fwhm_mm=filter_mm,
+                              device=device, reporter=reporter, collimator=coll, photopeak_kev=photopeak,
+                              metadata=meta, rotation_axis_xy_mm=axis_xy)
+    if image.frame_of_reference is None:
+        image.frame_of_reference = info["frame_of_reference"]
+    meta.update(ct_info)
+    meta["projections"] = str(projections)
+    meta["angle_offset_deg"], meta["vendor_flip"] = angle_offset, vendor_flip
+    meta["radionuclide"] = proj.radionuclide
+    meta["acquisition"] = {"views": proj.geometry.n_views, "time_per_view_s": proj.geometry.time_per_view_s,
+                           "matrix": proj.geometry.n_cols, "pixel_mm": proj.geometry.pixel_mm[1],
+                           "windows": [w.name for w in proj.geometry.windows], "collimator": coll.name,
+                           "start_time_after_injection_s": proj.start_time_after_injection_s}
+    return image, meta
