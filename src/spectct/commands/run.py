@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         check_inputs(ct, spect, late)
         study = Study.open(out)
         settings = {"ct": ct.resolve(), "spect": spect.resolve(), "late": late.resolve() if late else None,
-                    "iterations": iterations, "subsets": subsets, "title": "SPECT/CT report",
+                    "iterations": iterations, "subsets": subsets, "title": "SPECT/CT report", "case": False,
                     "mar": mar}
         results = run_stages(study, run_stages_for(ct, spect, late, iterations, subsets, mar),
                              device=str(resolve_device(device)), reporter=reporter, force=force or (),

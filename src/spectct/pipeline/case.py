@@ -86,7 +86,7 @@ def stage_analyze(ctx: StageContext) -> dict[str, Any]:
 def stage_figures(ctx: StageContext) -> dict[str, Any]:
     from spectct.pipeline.figures import case_figures
 
-    return case_figures(ctx.study, device=ctx.device, reporter=ctx.reporter)
+    return case_figures(ctx.study, device=ctx.device, reporter=ctx.reporter, case=ctx.settings.get("case", True))
 
 
 def stage_truth_check(ctx: StageContext) -> dict[str, Any]:

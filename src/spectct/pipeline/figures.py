@@ -23,8 +23,12 @@ def _plate_point(findings: dict, fallback: np.ndarray) -> np.ndarray:
 
 
 def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
-                 max_focus_figures: int = MAX_FOCUS_FIGURES) -> dict[str, Any]:
-    """Write figures/*.png of the case into the study folder; returns the list written."""
+                 max_focus_figures: int = MAX_FOCUS_FIGURES, case: bool = True) -> dict[str, Any]:
+    """Write figures/*.png of the case into the study folder; returns the list written.
+
+    ``case``: the coronal views pass through the right lateral plate (the case's figures 5–6); otherwise
+    (any other study) through the hottest focus.
+    """
     from spectct.render.fuse import fused_figure, hottest_point, side_by_side
     from spectct.render.mip import mip_figure, rotating_mip
     from spectct.render.planar import planar_figure
@@ -65,7 +69,8 @@ def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
     written += ["vrt_ct_mar.png", "vrt_fused.png"]
 
     reporter.info("figures: CT with and without MAR")
-    plate = _plate_point(findings, peak)
+    plate = _plate_point(findings, peak) if case else peak
+    through = "through the lateral plate" if case else "through the hottest focus"
     side_by_side([ct_nomar, ct_mar], point_lps=plate, path=out / "ct_mar_comparison.png",
                  titles=["CT without MAR", "CT with MAR"], planes=("coronal", "axial"), ct_window="bone",
                  title="Coronal and axial CT without vs with metal artifact reduction")
@@ -75,7 +80,7 @@ def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
     fused_figure(None, spect, point_lps=plate, planes=("coronal",), path=out / "coronal_spect.png",
                  title="Coronal SPECT MPR", device=device)
     fused_figure(ct_mar, spect, point_lps=np.array([plate[0], plate[1], peak[2]]), planes=("coronal", "sagittal"),
-                 path=out / "coronal_spect_fused.png", title="Coronal SPECT/CT with MAR through the lateral plate",
+                 path=out / "coronal_spect_fused.png", title=f"Coronal SPECT/CT with MAR {through}",
                  device=device)
     written += ["coronal_spect.png", "coronal_spect_fused.png"]
     for rank, f in enumerate(hot[:max_focus_figures], start=1):
