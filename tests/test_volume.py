@@ -95,3 +95,21 @@ def test_volume_validates():
         Volume(np.zeros((2, 2, 2)), spacing=(1, 0, 1))
     with pytest.raises(InputError):
         Volume(np.zeros((2, 2, 2)), spacing=(1, 1, 1), unit="furlongs")
+
+
+def test_atomic_write_leaves_no_partial_file_and_normal_mode(tmp_path):
+    import os
+
+    from spectct.atomic import atomic_path, write_text
+
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and not list(tmp_path.iterdir())
+    write_text(target, "whole")
+    assert target.read_text() == "whole"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
