@@ -17,8 +17,8 @@ PROJ = "spect/acquisition.json"
 SPECT = "spect/spect.nii.gz"
 FINDINGS = "findings.json"
 FIGURES = ("figures/planar.png", "figures/spect_mip.png", "figures/vrt_ct_mar.png", "figures/vrt_fused.png",
-           "figures/ct_mar_comparison.png", "figures/coronal_spect_fused.png", "figures/focus_1.png",
-           "figures/spect_mip_rotating.gif", "figures/mar_metrics.png")
+           "figures/ct_mar_comparison.png", "figures/coronal_spect.png", "figures/coronal_spect_fused.png",
+           "figures/focus_1.png", "figures/spect_mip_rotating.gif", "figures/mar_metrics.png")
 
 
 def _size(ctx: StageContext) -> DemoSize:

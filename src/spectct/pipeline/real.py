@@ -147,7 +147,8 @@ def run_stages_for(ct: Path, spect: Path, late: Path | None, iterations: int, su
                                                      "subsets": subsets}))
     analyze_inputs = (SPECT, CT_MAR) + ((LATE,) if late is not None else ())
     figures = ("figures/spect_mip.png", "figures/vrt_ct_mar.png", "figures/vrt_fused.png",
-               "figures/ct_mar_comparison.png", "figures/coronal_spect_fused.png", "figures/focus_1.png")
+               "figures/ct_mar_comparison.png", "figures/coronal_spect.png", "figures/coronal_spect_fused.png",
+               "figures/focus_1.png")
     stages += [
         Stage("analyze", "implants from CT, hot spots, localisation, classification", stage_analyze,
               inputs=analyze_inputs, outputs=(FINDINGS,), params={"late": str(late) if late else None}),

@@ -27,6 +27,7 @@ CASE_FIGURES: tuple[FigureSpec, ...] = (
                "implants."),
     FigureSpec("mar", "figures/ct_mar_comparison.png", "Coronal CT without and with metal artifact reduction (same "
                "window)."),
+    FigureSpec("coronal_spect", "figures/coronal_spect.png", "Coronal SPECT MPR (SPECT alone, same plane)."),
     FigureSpec("coronal_fused", "figures/coronal_spect_fused.png", "Coronal SPECT MPR and fused SPECT/CT with MAR "
                "through the lateral plate."),
     FigureSpec("hottest", "figures/focus_1.png", "Axial and coronal CT and fused SPECT/CT at the hottest focus."),
