@@ -446,3 +446,86 @@ def test_cli_analyze(scene_screw2, tmp_path):
     result = runner.invoke(app, args)
     assert isinstance(result.exception, GeometryError)
     assert not (tmp_path / "out2").exists()
+
+
+# --------------------------------------------------------------------------- bend test and touching screws
+def _capsule(X, Y, Z, a, b, r):
+    """Voxels within ``r`` of the segment a→b (LPS mm)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b - a
+    t = np.clip(((X - a[0]) * d[0] + (Y - a[1]) * d[1] + (Z - a[2]) * d[2]) / (d @ d), 0.0, 1.0)
+    return (X - a[0] - t * d[0]) ** 2 + (Y - a[1] - t * d[1]) ** 2 + (Z - a[2] - t * d[2]) ** 2 <= r**2
+
+
+def _screw_capsules(X, Y, Z, head, direction, length, bend_deg=0.0, bend_at=12.0):
+    """A 40-mm cortical screw (shank r 2.25 mm, head r 4 mm) bent about z by ``bend_deg`` at ``bend_at``."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    head = np.asarray(head, float)
+    m = _capsule(X, Y, Z, head - 3.0 * d, head, 4.0)
+    knee = head + bend_at * d
+    c, s = np.cos(np.radians(bend_deg)), np.sin(np.radians(bend_deg))
+    d2 = np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
+    return m | _capsule(X, Y, Z, head, knee, 2.25) | _capsule(X, Y, Z, knee, knee + (length - bend_at) * d2, 2.25)
+
+
+def test_bend_flag_robust_to_voxelisation_at_2mm():
+    """Straight screws at oblique angles on a 2-mm grid stay unflagged; 15° and 20° bends are flagged."""
+    ct = Volume.from_bounds((-40.0, -40.0, -70.0), (40.0, 40.0, 70.0), 2.0, unit="HU")
+    Z, Y, X = _world(ct)
+    hu = np.full(ct.shape, 40.0, np.float32)
+    hu[X**2 + Y**2 <= 25**2] = 1500.0
+    cases = {  # z level: (in-plane angle of the axis in degrees, tilt in z, bend in degrees)
+        60.0: (0.0, 0.0, 0.0),
+        44.0: (17.0, 0.1, 0.0),
+        28.0: (33.0, -0.2, 0.0),
+        12.0: (45.0, 0.15, 0.0),
+        -4.0: (8.0, 0.0, 15.0),
+        -20.0: (25.0, 0.1, 20.0),
+        -36.0: (40.0, 0.0, 18.0),
+        -52.0: (-20.0, 0.0, 0.0),
+    }
+    for z0, (ang, tilt, bend) in cases.items():
+        d = np.array([np.cos(np.radians(ang)), np.sin(np.radians(ang)), tilt])
+        head = np.array([0.0, 0.0, z0]) - 20.0 * d / np.linalg.norm(d)
+        hu[_screw_capsules(X, Y, Z, head, d, 40.0, bend_deg=bend)] = 3071.0
+    ct = ct.with_data(hu)
+    comps = decompose_implants(ct, anatomy=segment_anatomy(ct, midline_x=-100.0))
+    assert len(comps) == len(cases)
+    for c in comps:
+        z0 = min(cases, key=lambda z: abs(z - c.centroid_lps[2]))
+        assert ("bent" in c.flags) == (cases[z0][2] > 0), (z0, c.flags)
+
+
+def _touching_scene():
+    """A nail with a distal locking screw and a lateral plate whose lowest screw touches that screw's head."""
+    ct = Volume.from_bounds((-50.0, -40.0, -80.0), (40.0, 40.0, 80.0), 2.0, unit="HU")
+    Z, Y, X = _world(ct)
+    hu = np.where(X**2 + Y**2 <= 45**2, 40.0, -1000.0).astype(np.float32)
+    hu[X**2 + Y**2 <= 13**2] = 1500.0
+    metal = (X**2 + Y**2 <= 5.5**2) & (np.abs(Z) <= 70)  # nail
+    metal |= (X >= -30) & (X <= -26) & (np.abs(Y) <= 8) & (Z >= -40) & (Z <= 60)  # plate, displaced laterally
+    for z0 in (45.0, 20.0, -5.0):  # plate screws 1-3 beside the nail
+        metal |= _screw_capsules(X, Y, Z, (-26.0, 8.0, z0), (1.0, -0.1, 0.0), 26.0)
+    # plate screw 4: backed out and tilted, its shank touching the locking screw's head below
+    metal |= _screw_capsules(X, Y, Z, (-32.0, -6.0, -33.0), (18.0, 8.0, -3.0), 20.0)
+    # the nail's distal locking screw (lateral → medial through the nail)
+    metal |= _screw_capsules(X, Y, Z, (-20.0, 0.0, -40.0), (1.0, 0.0, 0.0), 38.0)
+    hu[metal] = 3071.0
+    return ct.with_data(hu)
+
+
+def test_touching_screws_are_split_and_numbered():
+    ct = _touching_scene()
+    comps = decompose_implants(ct, anatomy=segment_anatomy(ct, midline_x=100.0))
+    by_name = {c.name: c for c in comps}
+    plate = next(c.name for c in comps if c.kind == "plate")
+    screws = [c for c in comps if c.kind == "screw"]
+    assert len(screws) == 5, [c.name for c in screws]
+    on_plate = sorted((c for c in screws if c.carrier == plate), key=lambda c: c.number)
+    assert [c.number for c in on_plate] == [1, 2, 3, 4]
+    assert [round(c.centroid_lps[2] / 5) * 5 for c in on_plate[:3]] == [45, 20, -5]
+    lock = by_name["right nail distal locking screw 1"]
+    assert lock.carrier == "right intramedullary nail"
+    assert lock.length_mm == pytest.approx(41.0, abs=6.0)
+    assert lock.centroid_lps[2] == pytest.approx(-40.0, abs=1.5)
+    assert on_plate[3].centroid_lps[2] == pytest.approx(-35.0, abs=3.0)

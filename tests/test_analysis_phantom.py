@@ -99,3 +99,19 @@ def test_reading_the_case(case):
     assert not [f for f in findings if f["side"] == "left" and f["classification"] == "infection likely"]
     pelvis = [f for f in findings if f["structure"] == "pelvis"]
     assert pelvis and all(f["classification"] == "physiological marrow" for f in pelvis)
+
+
+def test_decomposition_matches_every_screw_and_flag(case):
+    """Issue 7: every screw of the case found under its truth name (the touching plate screw 8 and right
+    nail distal locking screw 1 split apart, so the nail's distal numbering holds), with extruded and bent
+    flags as in the truth."""
+    ph, ct, _ = case
+    found = {c.name: c for c in decompose_implants(ct, anatomy=segment_anatomy(ct))}
+    truth = {c.name: c for c in ph.by_kind("screw")}
+    assert set(truth) <= set(found), sorted(set(truth) - set(found))
+    for name, t in truth.items():
+        f = found[name]
+        assert np.linalg.norm(np.subtract(f.centroid_lps, t.centroid_lps)) < 10.0, name
+        for flag in ("extruded", "bent"):
+            assert (flag in f.flags) == (flag in t.flags), (name, flag, f.flags, t.flags)
+    assert found["right nail distal locking screw 1"].carrier == "right intramedullary nail"

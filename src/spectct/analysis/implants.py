@@ -9,17 +9,34 @@ Method
    nail need not be parallel to it): a line that long fits inside a nail or plate but not across a screw that
    crosses the axis (a screw of diameter d inclined by θ to the axis holds a line of at most d / sin θ).
 3. What the opening removed, less a one-voxel shell around the carriers (partial-volume slivers),
-   splits into screw fragments; fragments on one line (a screw interrupted by the nail it passes
-   through) are joined.
+   splits into screw fragments. A fragment that is two touching screws side by side (a plate screw
+   whose head touches a nail's locking screw) is split in two by a two-line fit (k-lines: points go to the
+   nearer of two fitted axes until stable; k-plane clustering, Bradley & Mangasarian 2000,
+   J Global Optim 16:23), kept only when each half lies well off the other's axis
+   (median distance ≥ max(4.5 mm, 1.5 voxels) and ≥ 3 × the two-line residual — a single straight or bent
+   screw cut lengthwise gives halves within one radius of each other's axis). Fragments on one line (a screw
+   interrupted by the nail it passes through, or by its plate hole) are then joined, most collinear
+   first, never two touching pieces, never the two halves of a split, and never across two carriers.
 4. Carriers are plates when flat (second principal width ≥ 1.8 × the third) and nails/rods otherwise;
-   a nail is intramedullary when most of it lies inside bone. Each screw is attached to the carrier it
-   touches (a plate before a nail), or the nearest carrier within 15 mm, and screws are numbered per
+   a nail is intramedullary when most of it lies inside bone. Each screw is attached to the carrier its
+   pieces were joined across (a locking screw through its nail), else the carrier it touches (a plate
+   before a nail), else the nearest carrier within 15 mm, and screws are numbered per
    carrier from proximal (towards the hip: larger LPS z) to distal.
 5. Flags: ``"extruded"`` when the screw has backed out — its head stands more than ``extrusion_mm``
    proud of its plate, its tip lies more than 3 × ``extrusion_mm`` outside bone (bicortical and locking
-   screws normally protrude a few mm), or less than a fifth of it lies in bone; ``"bent"`` when the centre
-   line (slab centroids along the axis, a discrete skeleton) departs from its fitted straight line by
-   more than ``bend_mm``. The tip is the end deeper in bone, else the end away from the carrier.
+   screws normally protrude a few mm), or less than a fifth of it lies in bone. A screw is ``"bent"`` when
+   its centre line (slab centroids along the axis, a discrete skeleton) is fitted by two straight arms
+   meeting at a knee (two-phase regression with the join point searched over the centroids, Hudson 1966,
+   J Am Stat Assoc 61:1097) that (a) differ in direction by more than ``bend_deg`` (default 10°) and
+   (b) fit at least 3 × better than one line (ratio of squared residual sums). Each arm holds three
+   centroids or more and spans at least 1.5 shank diameters (shorter, it is an end cap). Why 10°: a slab
+   centroid of a voxelised cylinder is off the true axis by up to about a quarter voxel (0.5 mm at 2 mm
+   voxels), so the direction of an arm of three centroids spanning two slabs (8 mm at 2 mm voxels) is
+   uncertain by about atan(2 × 0.5 / 8) ≈ 7°; the bends to detect are 15–25°, and a short arm that
+   includes the knee under-reads them (12° measured for a 15–18° bend). On the 2-mm case phantom (seeds
+   0–2, 48 screws) straight screws read ≤ 10.4° (gain ≤ 2.6) and bent ones ≥ 12.3° (gain ≥ 3.3); (b)
+   removes the straight ones between 9° and 10.5°. Carriers keep the centre-line deviation test
+   (``bend_mm``). The tip is the end deeper in bone, else the end away from the carrier.
 
 Side (right/left) comes from LPS x against the body midline, never from array order.
 """
@@ -98,6 +115,7 @@ class _Part:
     length: float = field(init=False)
     widths: tuple[float, float] = field(init=False)
     core: _Part | None = None  # the part without attachments (a plate without its barrel), for the bend test
+    through: _Part | None = None  # the carrier a screw was found to pass through (its pieces joined across it)
 
     def __post_init__(self) -> None:
         self.center, self.axes, self.length, self.widths = _shape(self.pts)
@@ -111,6 +129,7 @@ def decompose_implants(
     min_screw_ml: float = 0.05,
     extrusion_mm: float = 5.0,
     bend_mm: float | None = None,
+    bend_deg: float = 10.0,
     reporter: Reporter | None = None,
     device: str = "cpu",
 ) -> list[ImplantComponent]:
@@ -125,7 +144,8 @@ def decompose_implants(
     min_screw_ml : smaller metal fragments are ignored.
     extrusion_mm : scale of the ``"extruded"`` test (head proud of its plate by more, tip out of bone by
         more than three times).
-    bend_mm : centre-line deviation that flags ``"bent"``; default max(2 mm, 0.75 voxel).
+    bend_mm : centre-line deviation that flags a carrier ``"bent"``; default max(2 mm, 0.75 voxel).
+    bend_deg : angle between a screw's two arms that flags it ``"bent"`` (see the module notes).
     reporter : progress messages.
     device : torch device for the anatomy resampling.
 
@@ -156,13 +176,22 @@ def decompose_implants(
             continue
         whole = _make_part("?", np.argwhere(sub) + offset, ct_hu)
         if whole.length < 2.5 * carrier_line_mm:
-            kind = "plate" if _is_flat(whole) else "screw"
-            (carriers if kind == "plate" else screws).append(_retag(whole, kind))
+            if _is_flat(whole):
+                carriers.append(_retag(whole, "plate"))
+            else:
+                screws += _split_touching(_retag(whole, "screw"), ct_hu, min_vox)
             continue
         c_parts, s_parts = _split_component(sub, offset, whole.axes[0], ct_hu, carrier_line_mm, min_vox)
         carriers += c_parts
-        screws += _join_across_carriers(s_parts, c_parts, ct_hu)
-    return _name_parts(carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm)
+        pieces: list[_Part] = []
+        apart: set[tuple[int, int]] = set()  # halves of a split fragment: two different screws
+        for s in s_parts:
+            halves = _split_touching(s, ct_hu, min_vox)
+            if len(halves) == 2:
+                apart.add((len(pieces), len(pieces) + 1))
+            pieces += halves
+        screws += _join_across_carriers(pieces, c_parts, ct_hu, apart=apart)
+    return _name_parts(carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm, bend_deg)
 
 
 def implants_to_json(components: list[ImplantComponent]) -> dict:
@@ -280,17 +309,24 @@ def _join_across_carriers(
     ct: Volume,
     max_gap_mm: float = 20.0,
     max_angle_deg: float = 35.0,
+    apart: set[tuple[int, int]] | None = None,
 ) -> list[_Part]:
     """Join fragments of one screw that a carrier interrupts (a screw through a plate hole or a nail).
 
     Two fragments are joined when the gap between them is short, the point halfway across the gap lies in
     a carrier, and the shorter fragment lies along the longer one's axis (a bent screw is allowed
-    ``max_angle_deg``).
+    ``max_angle_deg``). Candidate pairs are joined most collinear first (distance of the shorter's centre
+    from the longer's axis), never two that touch (no carrier between them), never into one group two
+    fragments listed in ``apart`` (the halves of two touching screws split apart), and never so that one
+    screw crosses two carriers (a plate screw passes its plate hole and is aimed past the nail; a locking
+    screw crosses only its nail).
     """
     if len(screws) < 2 or not carriers:
         return screws
     carrier_tree = cKDTree(np.concatenate([c.pts for c in carriers]))
+    carrier_of = np.concatenate([np.full(len(c.pts), k) for k, c in enumerate(carriers)])
     in_carrier = 1.0 * max(ct.spacing)
+    touch_mm = 1.5 * max(ct.spacing)
     trees = [cKDTree(s.pts) for s in screws]
     parent = list(range(len(screws)))
 
@@ -301,6 +337,7 @@ def _join_across_carriers(
         return a
 
     cos_max = math.cos(math.radians(max_angle_deg))
+    candidates: list[tuple[float, int, int]] = []
     for a in range(len(screws)):
         for b in range(a + 1, len(screws)):
             long_, short = (screws[a], screws[b]) if screws[a].length >= screws[b].length else (screws[b], screws[a])
@@ -308,20 +345,33 @@ def _join_across_carriers(
                 continue
             d, i = trees[b].query(screws[a].pts, k=1)
             j = int(np.argmin(d))
-            if d[j] > max_gap_mm:
-                continue
+            if d[j] > max_gap_mm or d[j] <= touch_mm:
+                continue  # too far apart, or touching (then no carrier lies between: two screws side by side)
             mid = 0.5 * (screws[a].pts[j] + screws[b].pts[i[j]])
-            if carrier_tree.query(mid)[0] > in_carrier:
+            dist_c, at = carrier_tree.query(mid)
+            if dist_c > in_carrier:
                 continue
             v = short.center - long_.center
             if abs(float(v @ long_.axes[0])) < cos_max * np.linalg.norm(v):
                 continue
-            parent[find(b)] = find(a)
+            candidates.append((_line_distance(short.center, long_), a, b, int(carrier_of[at])))
+    groups_of = {i: {i} for i in range(len(screws))}
+    crossed: dict[int, set[int]] = {i: set() for i in range(len(screws))}
+    apart = apart or set()
+    for _, a, b, k in sorted(candidates):
+        ra, rb = find(a), find(b)
+        if ra == rb or len(crossed[ra] | crossed[rb] | {k}) > 1:
+            continue
+        if any((min(i, j), max(i, j)) in apart for i in groups_of[ra] for j in groups_of[rb]):
+            continue
+        parent[rb] = ra
+        groups_of[ra] |= groups_of.pop(rb)
+        crossed[ra] |= crossed.pop(rb) | {k}
     groups: dict[int, list[_Part]] = {}
     for i, s in enumerate(screws):
         groups.setdefault(find(i), []).append(s)
     out = []
-    for members in groups.values():
+    for root, members in groups.items():
         if len(members) == 1:
             out.append(members[0])
         else:
@@ -332,6 +382,7 @@ def _join_across_carriers(
                     np.concatenate([m.pts for m in members]),
                 )
             )
+            out[-1].through = carriers[next(iter(crossed[root]))] if crossed.get(root) else None
     return out
 
 
@@ -357,6 +408,100 @@ def _centerline_deviation(part: _Part, slab_mm: float) -> float:
     return float(np.linalg.norm(perp, axis=1).max())
 
 
+def _fit_line(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line through points: (centroid, unit direction)."""
+    c = p.mean(axis=0)
+    _, _, vt = np.linalg.svd(p - c, full_matrices=False)
+    return c, vt[0]
+
+
+def _line_dist(p: np.ndarray, c: np.ndarray, a: np.ndarray) -> np.ndarray:
+    d = p - c
+    return np.linalg.norm(d - np.outer(d @ a, a), axis=1)
+
+
+def _slab_centroids(part: _Part, slab_mm: float) -> tuple[np.ndarray, float]:
+    """Centroids of the slabs across the principal axis (in axis order) and the median slab's voxel count.
+
+    Slabs with fewer than 3 voxels or less than half the median slab's voxels are left out: a slab only
+    partly filled (the oblique end of a fragment, a sliver left beside a carrier) has a lopsided centroid.
+    """
+    t = (part.pts - part.center) @ part.axes[0]
+    bins = np.floor((t - t.min()) / slab_mm).astype(int)
+    counts = np.bincount(bins)
+    median = float(np.median(counts[counts > 0]))
+    ok = counts >= max(3.0, 0.5 * median)
+    sums = np.stack([np.bincount(bins, weights=part.pts[:, a]) for a in range(3)], axis=1)
+    return sums[ok] / counts[ok, None], median
+
+
+def _bend_fit(part: _Part, slab_mm: float, voxel_mm3: float) -> tuple[float, float]:
+    """Angle (degrees) between the two arms of the best two-segment fit to the slab centroids, and how
+    much better two arms fit than one line (ratio of the squared residual sums, one line / two arms).
+
+    Every centroid is tried as the knee; both arms (sharing the knee) need three centroids or more and
+    must span at least 1.5 shank diameters along the axis (the diameter from the median slab's area): a
+    shorter "arm" of a thick screw is mostly its end cap, whose centroids do not follow the axis. The knee
+    with the least total squared distance of the centroids from their arm's line wins. (0, 1) when the
+    screw is too short for two arms.
+    """
+    cent, median = _slab_centroids(part, slab_mm)
+    min_arm = 1.5 * 2.0 * math.sqrt(median * voxel_mm3 / slab_mm / math.pi)
+    t = (cent - part.center) @ part.axes[0]
+    best = (math.inf, 0.0)
+    if len(cent) < 5:
+        return 0.0, 1.0
+    c0, d0 = _fit_line(cent)
+    sse1 = float((_line_dist(cent, c0, d0) ** 2).sum())
+    for b in range(2, len(cent) - 2):
+        if min(abs(t[b] - t[0]), abs(t[-1] - t[b])) < min_arm - 1e-6:
+            continue
+        arm1, arm2 = cent[: b + 1], cent[b:]
+        (c1, d1), (c2, d2) = _fit_line(arm1), _fit_line(arm2)
+        sse = float((_line_dist(arm1, c1, d1) ** 2).sum() + (_line_dist(arm2, c2, d2) ** 2).sum())
+        if sse < best[0]:
+            best = (sse, math.degrees(math.acos(min(1.0, abs(float(d1 @ d2))))))
+    if not math.isfinite(best[0]):
+        return 0.0, 1.0
+    return best[1], sse1 / max(best[0], 1e-6)
+
+
+def _split_touching(part: _Part, ct: Volume, min_vox: int, iterations: int = 20) -> list[_Part]:
+    """Split a fragment made of two touching screws side by side into the two screws (else return it).
+
+    A two-line k-means (k-lines): start from the halves on either side of the second principal axis,
+    then give each voxel to the nearer of the two fitted lines until the assignment is stable. The split
+    stands when both halves are screw-sized (≥ ``min_vox`` voxels, ≥ 8 mm long) and lie off each other's
+    axis: the median distance of one half's voxels from the other half's line is ≥ max(4.5 mm, 1.5 voxels)
+    (more than a shank diameter) and ≥ 3 × the mean two-line residual. A single screw, straight or bent,
+    cut lengthwise into two halves fails this (its halves lie within a radius, ~2–3 mm, of each other's
+    line), and so do thick lag screws, which are not split (equivalent diameter ≥ DHS_DIAMETER_MM).
+    """
+    if len(part.pts) < 2 * min_vox or _diameter(part, ct) >= DHS_DIAMETER_MM:
+        return [part]
+    pts = part.pts
+    lab = (pts - part.center) @ part.axes[1] > 0
+    lines = None
+    for _ in range(iterations):
+        if lab.sum() < 3 or (~lab).sum() < 3:
+            return [part]
+        lines = (_fit_line(pts[~lab]), _fit_line(pts[lab]))
+        new = _line_dist(pts, *lines[1]) < _line_dist(pts, *lines[0])
+        if (new == lab).all():
+            break
+        lab = new
+    if lines is None or min(lab.sum(), (~lab).sum()) < min_vox:
+        return [part]
+    halves = [_make_part("screw", part.idx[m], ct) for m in (~lab, lab)]
+    if min(h.length for h in halves) < 8.0:
+        return [part]
+    residual = float(np.where(lab, _line_dist(pts, *lines[1]), _line_dist(pts, *lines[0])).mean())
+    cross = min(float(np.median(_line_dist(pts[lab], *lines[0]))), float(np.median(_line_dist(pts[~lab], *lines[1]))))
+    if cross < max(4.5, 1.5 * max(ct.spacing)) or cross < 3.0 * residual:
+        return [part]
+    return halves
+
+
 # --------------------------------------------------------------------------- naming
 def _name_parts(
     carriers: list[_Part],
@@ -365,8 +510,10 @@ def _name_parts(
     anatomy: Anatomy,
     extrusion_mm: float,
     bend_mm: float,
+    bend_deg: float,
 ) -> list[ImplantComponent]:
     slab = max(2.0, 2.0 * max(ct.spacing))
+    vox_mm3 = ct.voxel_volume_ml * 1000.0
     # distance to bone proper (cortex, spongiosa, marrow cavity), the metal itself excluded
     outside_bone_mm = ndimage.distance_transform_edt(~(anatomy.filled & ~anatomy.metal), sampling=anatomy.grid.spacing)
     tol_touch = 2.5 * max(ct.spacing) + 0.1
@@ -403,7 +550,7 @@ def _name_parts(
                 e1,
             )  # the head (lateral end) lies farther out of bone than the tip in the femoral head
         name = f"{side} dynamic hip screw" + ("" if n_hip == 1 else f" {n_hip}")
-        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend_mm, slab)
+        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend_deg, slab, vox_mm3)
         comps.append(_component(len(comps) + 1, name, "screw", side, h, ct, (e1, e2), flags))
     trees = [(cKDTree(p.pts), p, c) for p, c in carrier_comps]
     per_carrier: dict[str | None, list[tuple[_Part, _Part | None, ImplantComponent | None]]] = {}
@@ -413,6 +560,8 @@ def _name_parts(
             dmin = float(tree.query(s.pts[:: max(1, len(s.pts) // 500)], k=1)[0].min())
             touching = dmin <= tol_touch
             rank = (0, 0 if c.kind == "plate" else 1, dmin) if touching else (1, dmin, 0)
+            if _core_of(p) is s.through:
+                rank = (-1, 0, 0)  # the screw passes through this carrier (a locking screw through its nail)
             if dmin <= 15.0 and (best is None or rank < best[0]):
                 best = (rank, p, c)
         key = best[2].name if best else None
@@ -452,14 +601,19 @@ def _name_parts(
                 anatomy,
                 outside_bone_mm,
                 extrusion_mm,
-                bend_mm,
+                bend_deg,
                 slab,
+                vox_mm3,
             )
             comp = _component(len(comps) + 1, name, "screw", side, s, ct, (e1, e2), flags)
             comp.carrier = ccomp.name if ccomp is not None else None
             comp.number = num
             comps.append(comp)
     return comps
+
+
+def _core_of(part: _Part) -> _Part:
+    return part.core or part
 
 
 def _hip_screws(screws: list[_Part], ct: Volume, tol_touch: float) -> tuple[list[_Part], list[_Part]]:
@@ -474,6 +628,7 @@ def _hip_screws(screws: list[_Part], ct: Volume, tol_touch: float) -> tuple[list
             members = [h, *touching]
             hips[i] = _Part("screw", np.concatenate([m.idx for m in members]), np.concatenate([m.pts for m in members]))
             hips[i].axes, hips[i].center = h.axes, h.center  # keep the lag screw's own axis
+            hips[i].core = h  # the lag screw alone, for the bend test
     return hips, rest
 
 
@@ -511,12 +666,13 @@ def _screw_flags(
     anatomy: Anatomy,
     outside_bone_mm: np.ndarray,
     extrusion_mm: float,
-    bend_mm: float,
+    bend_deg: float,
     slab: float,
+    voxel_mm3: float,
 ) -> tuple[str, ...]:
     """``extruded``: head standing more than ``extrusion_mm`` proud of its plate (backed out), tip more than
-    3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: centre line
-    off a straight line."""
+    3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: the two arms
+    of its centre line differ in direction by more than ``bend_deg``."""
     flags = []
     tip_out = anatomy.sample(outside_bone_mm, tip)[0] > 3.0 * extrusion_mm
     proud = plate is not None and cKDTree(plate.pts).query(head)[0] > extrusion_mm
@@ -524,7 +680,8 @@ def _screw_flags(
     in_bone = (anatomy.sample(outside_bone_mm, s.pts[:: max(1, len(s.pts) // 1000)]) <= reach).mean()
     if tip_out or proud or in_bone < 0.2:
         flags.append("extruded")
-    if _centerline_deviation(s, slab) > bend_mm:
+    angle, gain = _bend_fit(s.core or s, slab, voxel_mm3)
+    if angle > bend_deg and gain >= 3.0:
         flags.append("bent")
     return tuple(flags)
 
