@@ -3,17 +3,29 @@
 Each ray of each view is sampled once per image row (or column, whichever the ray crosses more
 steeply), with linear interpolation between the two neighbouring pixels along the other axis and a
 step length ``pixel_mm / |cos θ|`` — P. M. Joseph, "An improved algorithm for reprojecting rays
-through pixel images", IEEE Trans. Med. Imaging 1 (1982) 192–196.  Because every sample lies on a
-row (or column) of pixel centres, bilinear interpolation there *is* Joseph's linear interpolation, so
-the sampling is done by ``torch.nn.functional.grid_sample`` (compiled, multi-threaded on CPU, a CUDA
-kernel on GPU), with the slices of the batch as its channels.  The adjoint is the input-gradient of
-that same sampling (``grid_sampler_2d_backward``), which scatters with identical weights: it is the
-exact transpose, not an approximation (checked by the dot-product test).
+through pixel images", IEEE Trans. Med. Imaging 1 (1982) 192–196.
+
+The samples' (ray, pixel, weight) triplets are stored once as a sparse CSR system matrix ``A``
+(``[views · channels, n²]``, two entries per sample, out-of-grid neighbours dropped); the slices of a
+batch are the columns of a dense matrix, so the forward projection is one sparse × dense product
+``A X`` and the adjoint is ``Aᵀ Y`` with the very same entries — the exact transpose, checked by the
+dot-product test.  Computing the interpolation once per geometry instead of once per slice is what
+makes it fast on a CPU (the idea of precomputed system matrices in iterative CT, e.g. J. A. Fessler,
+"Statistical image reconstruction methods for transmission tomography", in *Handbook of Medical
+Imaging* vol. 2, SPIE 2000, ch. 1).  Whole-rotation matrices up to ``_CACHE_NNZ`` entries are cached
+(a few per process, least recently used dropped); a few views (a topogram) get a matrix built for
+the call.  Geometries too large to store (512² × 1152 views × 736 channels: ≈ 870 M entries) draw
+the same samples on the fly with ``torch.nn.functional.grid_sample`` (bilinear at points on a row
+or column of pixel centres *is* Joseph's linear interpolation) and back-project with its
+input-gradient (``grid_sampler_2d_backward``), which scatters with identical weights — again the
+exact transpose.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -26,6 +38,16 @@ from spectct.errors import GeometryError, InputError
 #: elements (samples × slices) of the working arrays per chunk: ~100 MB of float32 on a CPU, 16× more on
 #: a GPU (where larger batches are what makes it fast).
 _CHUNK_ELEMENTS = 24_000_000
+#: stored samples (non-zeros) per view chunk when a system matrix is built: bounds the temporaries
+#: (≈ 100 bytes per sample while building, 8 bytes per sample kept).
+_CHUNK_NNZ = 4_000_000
+#: whole-rotation matrices up to this many non-zeros (≈ 8 bytes each: 800 MB) are cached per geometry;
+#: larger geometries are projected on the fly with ``grid_sample``.
+_CACHE_NNZ = 100_000_000
+#: cached matrices kept (least recently used dropped first).
+_CACHE_ENTRIES = 3
+#: … and at most this many stored entries in all (≈ 2 GB)
+_CACHE_TOTAL_NNZ = 260_000_000
 
 
 def work_elements(device: torch.device, base: int = _CHUNK_ELEMENTS) -> int:
@@ -74,7 +96,93 @@ class FanBeamProjector:
     def out_shape(self) -> tuple[int, int]:
         return self.geometry.sinogram_shape
 
-    # ----------------------------------------------------------------- ray sampling
+    # ----------------------------------------------------------------- system matrix
+    def _samples(self, views: np.ndarray, dtype: torch.dtype):
+        """Joseph's samples of the given views as (ray, pixel, weight) triplets.
+
+        Ray ``r`` (``view_pos · C + channel``) is sampled at every pixel centre ``u_s`` of its major
+        axis; the continuous index ``v`` on the other axis splits each sample between pixels
+        ``⌊v⌋`` and ``⌊v⌋ + 1`` with weights ``(1 − frac, frac)`` times the step ``pixel_mm / |cos θ|``.
+        Neighbours outside the grid (zero padding) are dropped.  Returns the number of entries of
+        each ray, their int32 pixel indices and their weights, ray-major (so they form a CSR matrix
+        without sorting).
+        """
+        n, h = self.n_pixels, self.pixel_mm
+        dev = self.device
+        beta = torch.as_tensor(self._angles[views], dtype=torch.float64, device=dev)[:, None]
+        gamma = torch.as_tensor(self._gammas, dtype=torch.float64, device=dev)[None, :]
+        r = self.geometry.sid_mm
+        sx, sy = r * torch.sin(beta), -r * torch.cos(beta)  # source, [V, 1]
+        phi = beta + gamma  # direction of c rotated by γ: (−sin(β+γ), cos(β+γ))
+        dx, dy = -torch.sin(phi), torch.cos(phi)  # [V, C]
+        y_major = dy.abs() >= dx.abs()
+        du = torch.where(y_major, dy, dx)
+        dv = torch.where(y_major, dx, dy)
+        su = torch.where(y_major, sy, sx)
+        sv = torch.where(y_major, sx, sy)
+        slope = dv / du
+        a = (sv - su * slope) / h + (n - 1) / 2.0  # continuous v index at the centre sample
+        s_off = torch.arange(n, dtype=torch.float64, device=dev) - (n - 1) / 2.0
+        v = torch.addcmul(a[..., None], slope[..., None], s_off)  # [V, C, S]
+        step = (h / du.abs())[..., None]
+        v0 = torch.floor(v)
+        frac = v - v0
+        v0 = v0.long()
+        s_idx = torch.arange(n, device=dev)
+        ym = y_major[..., None]
+        stride_u = torch.where(ym, n, 1)  # pixel = u · stride_u + v · stride_v
+        stride_v = torch.where(ym, 1, n)
+        base = s_idx * stride_u
+        pix0 = base + v0 * stride_v
+        w0 = ((1.0 - frac) * step).to(dtype)
+        w1 = (frac * step).to(dtype)
+        ok0 = (v0 >= 0) & (v0 < n)
+        ok1 = (v0 >= -1) & (v0 < n - 1)
+        pix = torch.stack([pix0, pix0 + stride_v.expand_as(pix0)], dim=-1)  # [V, C, S, 2]
+        w = torch.stack([w0, w1], dim=-1)
+        keep = torch.stack([ok0, ok1], dim=-1) & (w != 0)
+        n_rays = beta.shape[0] * gamma.shape[1]
+        counts = keep.reshape(n_rays, -1).sum(1)
+        return counts, pix[keep].to(torch.int32), w[keep]  # n² < 2³¹ for any sane grid
+
+    def _matrix(self, views: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        """Sparse CSR system matrix ``[len(views) · C, n²]`` of the given views (built view-chunk-wise)."""
+        parts = [self._samples(views[pos], dtype) for pos in self._view_chunks(len(views))]
+        counts = torch.cat([p[0] for p in parts])
+        cols = torch.cat([p[1] for p in parts])
+        vals = torch.cat([p[2] for p in parts])
+        del parts
+        return _csr(counts, cols, vals, self.n_pixels**2)
+
+    def _cache_key(self, dtype: torch.dtype) -> tuple:
+        return ("joseph", self.geometry, self.n_pixels, self.pixel_mm, str(self.device), dtype)
+
+    def _full_matrix(self, dtype: torch.dtype, transpose: bool) -> torch.Tensor | None:
+        """The cached whole-rotation matrix (or its transpose), or None when it would be too large."""
+        g = self.geometry
+        if g.n_views * g.n_channels * self.n_pixels * 2 > _CACHE_NNZ:
+            return None
+        key = self._cache_key(dtype) + (transpose,)
+        mat = _cache_get(key)
+        if mat is None:
+            if transpose:
+                fwd = self._full_matrix(dtype, False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    mat = fwd.t().to_sparse_csr()
+            else:
+                mat = self._matrix(np.arange(g.n_views), dtype)
+            _cache_put(key, mat)
+        return mat
+
+    def _view_chunks(self, n_views: int | None = None):
+        n_views = self.geometry.n_views if n_views is None else n_views
+        per_view = self.geometry.n_channels * self.n_pixels * 2
+        size = max(1, _CHUNK_NNZ // per_view)
+        for v0 in range(0, n_views, size):
+            yield np.arange(v0, min(n_views, v0 + size))
+
+    # ------------------------------------------- on-the-fly sampling (geometries too large to cache)
     def _rays(self, views: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Joseph's sample points for the given views.
 
@@ -108,7 +216,7 @@ class FanBeamProjector:
         step = (h / du.abs()).to(dtype)
         return grid.reshape(1, -1, n, 2), step
 
-    def _view_chunks(self, nz: int, n_views: int | None = None):
+    def _grid_chunks(self, nz: int, n_views: int | None = None):
         n_views = self.geometry.n_views if n_views is None else n_views
         per_view = self.geometry.n_channels * self.n_pixels * max(2, nz)
         size = max(1, work_elements(self.device) // per_view)
@@ -141,9 +249,16 @@ class FanBeamProjector:
             wanted = np.asarray(views, dtype=int).reshape(-1)
             if wanted.size and (wanted.min() < 0 or wanted.max() >= self.geometry.n_views):
                 raise InputError(f"view indices must lie in 0…{self.geometry.n_views - 1}")
+        full = self._full_matrix(x.dtype, False) if views is None else None
+        if full is None and views is not None and wanted.size * nc * self.n_pixels * 2 <= _CHUNK_NNZ:
+            full = self._matrix(wanted, x.dtype)  # a few views (a topogram): build, use, drop
+        if full is not None:
+            cols = x.reshape(nz, -1).T.contiguous()  # [n², nz]: the slices are the columns
+            return (full @ cols).T.reshape(nz, wanted.size, nc)
+        # too large to store: Joseph's samples drawn by bilinear grid_sample, view chunk by view chunk
         out = torch.empty((nz, wanted.size, nc), dtype=x.dtype, device=self.device)
         src = x[None].contiguous()
-        for pos in self._view_chunks(nz, wanted.size):
+        for pos in self._grid_chunks(nz, wanted.size):
             grid, step = self._rays(wanted[pos], x.dtype)
             samples = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             out[:, pos[0]:pos[-1] + 1] = samples[0].sum(-1).reshape(nz, pos.size, nc) * step
@@ -153,8 +268,11 @@ class FanBeamProjector:
         """Back-projection ``[nz, ny, nx]``, the exact transpose of :meth:`forward`."""
         y = self._as_tensor(sino, self.out_shape, "sinogram")
         nz, n = y.shape[0], self.n_pixels
+        full = self._full_matrix(y.dtype, True)
+        if full is not None:
+            return (full @ y.reshape(nz, -1).T.contiguous()).T.reshape(nz, n, n)
         out = torch.zeros((1, nz, n, n), dtype=y.dtype, device=self.device)
-        for views in self._view_chunks(nz):
+        for views in self._grid_chunks(nz):  # the input-gradient of the same grid_sample: its transpose
             grid, step = self._rays(views, y.dtype)
             weights = (y[:, views[0]:views[-1] + 1] * step).reshape(1, nz, -1, 1)
             grad = weights.expand(1, nz, weights.shape[2], n).contiguous()
@@ -162,6 +280,45 @@ class FanBeamProjector:
         return out[0]
 
     __call__ = forward
+
+
+
+
+def _csr(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """CSR matrix from per-row entry counts and row-major column indices / values."""
+    crow = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=cols.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    if int(crow[-1]) < 2**31 - 1 and n_cols < 2**31 - 1:
+        crow, cols = crow.to(torch.int32), cols.to(torch.int32)
+    else:
+        crow, cols = crow, cols.long()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, cols, vals, size=(counts.numel(), n_cols), check_invariants=False)
+
+_CACHE: OrderedDict = OrderedDict()
+
+
+def _cache_get(key):
+    mat = _CACHE.get(key)
+    if mat is not None:
+        _CACHE.move_to_end(key)
+    return mat
+
+
+def _cache_put(key, mat) -> None:
+    """Cache ``mat``; the least recently used matrices go first once more than ``_CACHE_ENTRIES`` are
+    held or they store more than ``_CACHE_TOTAL_NNZ`` entries together."""
+    _CACHE[key] = mat
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_ENTRIES
+                               or sum(m.values().numel() for m in _CACHE.values()) > _CACHE_TOTAL_NNZ):
+        _CACHE.popitem(last=False)
+
+
+def clear_matrix_cache() -> None:
+    """Drop every cached system / back-projection matrix (frees their memory)."""
+    _CACHE.clear()
 
 
 def _grid_sample_transpose(grad: torch.Tensor, grid: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
