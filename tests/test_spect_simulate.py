@@ -208,7 +208,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
     import subprocess
     import sys
 
-    from spectct.commands.simulate_spect import run_simulate_spect
+    from spectct.spect.acquire import run_simulate_spect
 
     study = _tiny_study(tmp_path, activity_value=-1.0)
     with pytest.raises(InputError, match="activity.nii.gz: activity has negative"):
@@ -229,8 +229,8 @@ def test_cli_writes_study_outputs(tmp_path):
     """The full case acquisition on a small phantom: Interfile per window, planar PNG/NPY, protocol."""
     import json
 
-    from spectct.commands.simulate_spect import run_simulate_spect
     from spectct.io.interfile import read_projections_interfile
+    from spectct.spect.acquire import run_simulate_spect
 
     study = _tiny_study(tmp_path)
     doc = run_simulate_spect(study, oversample=1, planar_time_s=60.0)

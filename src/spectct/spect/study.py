@@ -17,7 +17,7 @@ def simulate_spect_study(study: Study, *, seed: int = 0, stops_per_head: int = 6
                          matrix: int = 128, pixel_mm: float = 4.7952, device: str = "cpu",
                          reporter: Reporter = SILENT) -> dict[str, Any]:
     """Acquire the study's phantom: tomographic projections (all windows) and planar statics."""
-    from spectct.commands.simulate_spect import run_simulate_spect
+    from spectct.spect.acquire import run_simulate_spect
 
     doc = run_simulate_spect(study.root, seed=seed, device=device, reporter=reporter, stops_per_head=stops_per_head,
                              time_per_stop_s=time_per_stop_s, matrix=matrix, pixel_mm=pixel_mm)
@@ -89,29 +89,29 @@ def reconstruct_file(projections, *, ct=None, ct_volume=None, mumap=None, kvp: f
     """
     from pathlib import Path
 
-    from spectct.commands.recon_spect import _collimator, _load_ct, _load_projections, _photon_energy
     from spectct.errors import InputError
     from spectct.io.nifti import read_nifti
     from spectct.spect.ctac import ct_to_mumap
-    from spectct.spect.recon import photopeak_window, reconstruct_spect, spect_grid
+    from spectct.spect.inputs import collimator_for, load_ct, load_projections_with_info
+    from spectct.spect.recon import _photon_energy_in, photopeak_window, reconstruct_spect, spect_grid
 
     scatter_key = scatter.strip().lower()
     if scatter_key not in ("tew", "dew", "none"):
         raise InputError(f"--scatter must be tew, dew or none, got {scatter!r}")
     if sum(x is not None for x in (ct, ct_volume, mumap)) > 1:
         raise InputError("give either a CT or a μ-map for attenuation correction, not both")
-    proj, info = _load_projections(Path(projections), angle_offset, vendor_flip)
+    proj, info = load_projections_with_info(Path(projections), angle_offset, vendor_flip)
     axis_xy = info["axis_xy"]
     p = photopeak_window(proj, photopeak)
-    energy = _photon_energy(proj, p)
-    coll = _collimator(collimator, proj, energy, info["collimator"])
+    energy = _photon_energy_in(proj, p)
+    coll = collimator_for(collimator, proj, energy, info["collimator"])
     grid = spect_grid(proj, axis_xy)
     grid.frame_of_reference = info["frame_of_reference"]  # CTAC checks the CT against it
     mu = None
     ct_info: dict = {}
     ct_kvp = None
     if ct is not None:
-        ct_volume, ct_kvp = _load_ct(Path(ct), reporter)
+        ct_volume, ct_kvp = load_ct(Path(ct), reporter)
     if ct_volume is not None:
         used_kvp = kvp or ct_kvp or 120.0
         if kvp is None and ct_kvp is None:
