@@ -68,7 +68,7 @@ def test_findings_read_the_case(demo_study):
 def test_truth_check_passes(demo_study):
     out, _ = demo_study
     doc = json.loads((out / "truth_check.json").read_text())
-    failed = [c for c in doc["checks"] if c["passed"] is False]
+    failed = [c for c in doc["checks"] if c["passed"] is not True]  # small's 2-mm CT slices resolve the screws
     assert not failed, failed
 
 

@@ -31,7 +31,7 @@ class DemoSize:
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize("small", phantom_voxel_mm=4.0, spect_matrix=64, spect_pixel_mm=2 * 4.7952,
                       spect_stops_per_head=30, spect_time_per_stop_s=40.0, osem_iterations=5, osem_subsets=15,
-                      ct_pixels=256, ct_pixel_mm=500 / 256, ct_slice_mm=4.0, ct_views=360, ct_channels=368,
+                      ct_pixels=256, ct_pixel_mm=500 / 256, ct_slice_mm=2.0, ct_views=360, ct_channels=368,
                       ct_z_range_mm=(-440.0, -10.0)),
     "standard": DemoSize("standard", phantom_voxel_mm=2.0, spect_matrix=128, spect_pixel_mm=4.7952,
                          spect_stops_per_head=60, spect_time_per_stop_s=20.0, osem_iterations=5, osem_subsets=15,
