@@ -10,6 +10,10 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _foci(n: int) -> str:
+    return f"{n} focus" if n == 1 else f"{n} foci"
+
+
 def conclusion_paragraphs(doc: dict) -> list[str]:
     """Sentences a reader would write: the hottest site, the involved components, tracts, the other side."""
     findings = doc.get("findings") or []
@@ -23,7 +27,8 @@ def conclusion_paragraphs(doc: dict) -> list[str]:
         hottest = max(infected, key=lambda f: f.get("peak_bq_ml", 0.0))
         where = hottest.get("nearest_implant") or f"{hottest.get('side')} {hottest.get('structure')}"
         out.append(
-            f"Abnormal accumulation of labelled leukocytes in {len(infected)} site(s) suggests active infection, "
+            f"Abnormal accumulation of labelled leukocytes in {len(infected)} site{'s' if len(infected) > 1 else ''} "
+            "suggests active infection, "
             f"with the maximum uptake localising to the {where} "
             f"(peak {hottest.get('peak_bq_ml', 0) / 1000:.1f} kBq/mL, {hottest.get('ratio_to_background') or 0:.0f}× "
             "background).")
@@ -43,8 +48,9 @@ def conclusion_paragraphs(doc: dict) -> list[str]:
         if side not in sides:
             out.append(f"No abnormal leukocyte accumulation in the {side} femur or hip.")
     if marrow:
-        out.append(f"{len(marrow)} focus/foci read as physiological marrow uptake (location and symmetry).")
+        out.append(f"{_foci(len(marrow))} read as physiological marrow uptake (location and symmetry).")
     if unsure:
-        out.append(f"{len(unsure)} focus/foci remain indeterminate; a late (20–24 h) acquisition or bone-marrow "
+        verb = "remains" if len(unsure) == 1 else "remain"
+        out.append(f"{_foci(len(unsure))} {verb} indeterminate; a late (20–24 h) acquisition or bone-marrow "
                    "imaging would separate marrow from infection (EANM guideline, Signore et al. 2018).")
     return out
