@@ -14,46 +14,19 @@ import platform
 import subprocess
 import time
 
-import numpy as np
-from scipy import ndimage
-
 from spectct.analysis import analyze_study
 from spectct.analysis.anatomy import segment_anatomy
 from spectct.analysis.implants import decompose_implants
+from spectct.phantom.synthetic import blurred_spect, nominal_ct
 from spectct.volume import Volume
-
-NOMINAL_HU = {
-    "air": -1000.0,
-    "water": 0.0,
-    "adipose": -100.0,
-    "soft_tissue": 40.0,
-    "muscle": 45.0,
-    "skin": 40.0,
-    "red_marrow": 30.0,
-    "yellow_marrow": -50.0,
-    "trabecular_bone": 300.0,
-    "cortical_bone": 1500.0,
-    "ti6al4v": 3071.0,
-    "steel_316l": 3071.0,
-    "cocrmo": 3071.0,
-}
 
 
 def inputs():
     from spectct.phantom.case import FIELD_LOWER, FIELD_UPPER, case_phantom
 
     ph = case_phantom(voxel_mm=2.0, seed=0)
-    index, names = ph.material_map()
-    ct = ph.labels.with_data(np.array([NOMINAL_HU[n] for n in names], np.float32)[index.data], unit="HU")
-    blurred = ndimage.gaussian_filter(ph.activity.data.astype(np.float32), 12.0 / 2.3548 / 2.0) * 1000.0
-    grid = Volume.from_bounds(FIELD_LOWER, FIELD_UPPER, 4.8, unit="Bq/mL")
-    sp = ph.activity.with_data(blurred, unit="Bq/mL").resample_to(grid)
-    rng = np.random.default_rng(1)
-    spect = sp.with_data(
-        np.maximum(sp.data + rng.normal(0, 1, sp.shape) * np.sqrt(np.maximum(sp.data, 0) * 20), 0).astype(
-            np.float32
-        )
-    )
+    ct = nominal_ct(ph)
+    spect = blurred_spect(ph, FIELD_LOWER, FIELD_UPPER)
     return ct, spect
 
 

@@ -97,15 +97,13 @@ class FanBeamProjector:
         return self.geometry.sinogram_shape
 
     # ----------------------------------------------------------------- system matrix
-    def _samples(self, views: np.ndarray, dtype: torch.dtype):
-        """Joseph's samples of the given views as (ray, pixel, weight) triplets.
+    def _ray_lines(self, views: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Joseph's parametrisation of the rays of ``views`` (float64, ``[V, C]`` each).
 
-        Ray ``r`` (``view_pos · C + channel``) is sampled at every pixel centre ``u_s`` of its major
-        axis; the continuous index ``v`` on the other axis splits each sample between pixels
-        ``⌊v⌋`` and ``⌊v⌋ + 1`` with weights ``(1 − frac, frac)`` times the step ``pixel_mm / |cos θ|``.
-        Neighbours outside the grid (zero padding) are dropped.  Returns the number of entries of
-        each ray, their int32 pixel indices and their weights, ray-major (so they form a CSR matrix
-        without sorting).
+        Along the major axis u (the image axis closer to the ray direction) a ray is sampled at every
+        pixel centre; the other index v is ``a + slope · (s − (n−1)/2)`` at sample s. Returns
+        ``y_major`` (u is the y axis), ``du`` (the direction's u component, so a sample stands for
+        ``pixel_mm / |du|`` mm), ``slope`` and ``a``.
         """
         n, h = self.n_pixels, self.pixel_mm
         dev = self.device
@@ -121,7 +119,22 @@ class FanBeamProjector:
         su = torch.where(y_major, sy, sx)
         sv = torch.where(y_major, sx, sy)
         slope = dv / du
-        a = (sv - su * slope) / h + (n - 1) / 2.0  # continuous v index at the centre sample
+        a = (sv - su * slope) / h + (n - 1) / 2.0
+        return y_major, du, slope, a
+
+    def _samples(self, views: np.ndarray, dtype: torch.dtype):
+        """Joseph's samples of the given views as (ray, pixel, weight) triplets.
+
+        Ray ``r`` (``view_pos · C + channel``) is sampled at every pixel centre ``u_s`` of its major
+        axis; the continuous index ``v`` on the other axis splits each sample between pixels
+        ``⌊v⌋`` and ``⌊v⌋ + 1`` with weights ``(1 − frac, frac)`` times the step ``pixel_mm / |cos θ|``.
+        Neighbours outside the grid (zero padding) are dropped.  Returns the number of entries of
+        each ray, their int32 pixel indices and their weights, ray-major (so they form a CSR matrix
+        without sorting).
+        """
+        n, h = self.n_pixels, self.pixel_mm
+        dev = self.device
+        y_major, du, slope, a = self._ray_lines(views)
         s_off = torch.arange(n, dtype=torch.float64, device=dev) - (n - 1) / 2.0
         v = torch.addcmul(a[..., None], slope[..., None], s_off)  # [V, C, S]
         step = (h / du.abs())[..., None]
@@ -141,7 +154,7 @@ class FanBeamProjector:
         pix = torch.stack([pix0, pix0 + stride_v.expand_as(pix0)], dim=-1)  # [V, C, S, 2]
         w = torch.stack([w0, w1], dim=-1)
         keep = torch.stack([ok0, ok1], dim=-1) & (w != 0)
-        n_rays = beta.shape[0] * gamma.shape[1]
+        n_rays = y_major.numel()
         counts = keep.reshape(n_rays, -1).sum(1)
         return counts, pix[keep].to(torch.int32), w[keep]  # n² < 2³¹ for any sane grid
 
@@ -192,22 +205,10 @@ class FanBeamProjector:
         """
         n, h = self.n_pixels, self.pixel_mm
         dev = self.device
-        beta = torch.as_tensor(self._angles[views], dtype=torch.float64, device=dev)[:, None]
-        gamma = torch.as_tensor(self._gammas, dtype=torch.float64, device=dev)[None, :]
-        r = self.geometry.sid_mm
-        sx, sy = r * torch.sin(beta), -r * torch.cos(beta)  # source, [V, 1]
-        phi = beta + gamma  # direction of c rotated by γ: (−sin(β+γ), cos(β+γ))
-        dx, dy = -torch.sin(phi), torch.cos(phi)  # [V, C]
-        y_major = dy.abs() >= dx.abs()
-        # along the major axis u the ray is sampled at every pixel centre u_s; v is the other axis.
-        du = torch.where(y_major, dy, dx)
-        dv = torch.where(y_major, dx, dy)
-        su = torch.where(y_major, sy, sx)
-        sv = torch.where(y_major, sx, sy)
-        slope = dv / du
+        y_major, du, slope, a_index = self._ray_lines(views)
         # continuous v index at sample s: a + slope · (s − (n−1)/2); normalised: index · 2/(n−1) − 1
         scale = 2.0 / (n - 1)
-        a = ((sv - su * slope) / h + (n - 1) / 2.0) * scale - 1.0
+        a = a_index * scale - 1.0
         s_off = torch.arange(n, dtype=torch.float64, device=dev) - (n - 1) / 2.0
         v_norm = torch.addcmul(a[..., None], (slope * scale)[..., None], s_off).to(dtype)  # [V, C, S]
         u_norm = (s_off * scale).to(dtype).expand_as(v_norm)
