@@ -127,6 +127,19 @@ def test_sparse_joseph_matches_grid_sample_reference():
     assert torch.allclose(p.forward(x, views=[7, 3]), ref[:, [7, 3]], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_views, stored", [(40, 10), (42, 21), (41, 41)])  # quarter-, half-turn, none
+def test_symmetric_matrix_stores_part_of_the_rotation_and_stays_exact(n_views, stored):
+    """Views shared through quarter/half turns of the image give the independent reference, adjoint exact."""
+    g = CtGeometry(detector_offset_channels=0.25, start_angle_rad=0.3).scaled(n_views=n_views, n_channels=90)
+    p = FanBeamProjector(g, 40, 11.0)
+    rng = np.random.default_rng(5)
+    x = torch.as_tensor(rng.random((7, 40, 40)))  # more slices than one product holds
+    y = torch.as_tensor(rng.random((7, n_views, 90)))
+    assert p._full_matrix(torch.float64, False).shape[0] == stored * 90
+    assert torch.allclose(p.forward(x), _grid_sample_joseph(p, x), rtol=1e-9, atol=1e-12)
+    assert float((p.forward(x) * y).sum()) == pytest.approx(float((x * p.adjoint(y)).sum()), rel=1e-12)
+
+
 def test_uncached_view_chunks_agree_and_stay_adjoint(monkeypatch):
     """The on-the-fly grid_sample path used for large geometries equals the cached matrix."""
     import spectct.ct.projector as proj_mod

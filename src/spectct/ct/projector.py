@@ -12,13 +12,19 @@ batch are the columns of a dense matrix, so the forward projection is one sparse
 dot-product test.  Computing the interpolation once per geometry instead of once per slice is what
 makes it fast on a CPU (the idea of precomputed system matrices in iterative CT, e.g. J. A. Fessler,
 "Statistical image reconstruction methods for transmission tomography", in *Handbook of Medical
-Imaging* vol. 2, SPIE 2000, ch. 1).  Whole-rotation matrices up to ``_CACHE_NNZ`` entries are cached
-(a few per process, least recently used dropped); a few views (a topogram) get a matrix built for
-the call.  Geometries too large to store (512² × 1152 views × 736 channels: ≈ 870 M entries) draw
-the same samples on the fly with ``torch.nn.functional.grid_sample`` (bilinear at points on a row
-or column of pixel centres *is* Joseph's linear interpolation) and back-project with its
-input-gradient (``grid_sampler_2d_backward``), which scatters with identical weights — again the
-exact transpose.
+Imaging* vol. 2, SPIE 2000, ch. 1).
+
+Only the first quarter of the rotation is stored: the square grid centred on the isocentre maps onto
+itself under a quarter-turn, so view ``k + q·V/4`` of an image is view ``k`` of the image turned by
+``q`` quarter-turns (``torch.rot90``, exact, no interpolation); the turned copies are extra columns of
+the same product.  This cuts the matrix of a clinical rotation (512² × 1152 views × 736 channels) from
+≈ 730 M to ≈ 183 M stored entries (1.5 GB); the product does the same arithmetic as with the whole
+matrix.  (Odd multiples of two views share a half-turn instead.)  Matrices up to ``_CACHE_NNZ`` entries
+are cached (a few per process, least recently used dropped); a few views (a topogram) get a matrix
+built for the call.  Larger geometries draw the same samples on the fly with
+``torch.nn.functional.grid_sample`` (bilinear at points on a row or column of pixel centres *is*
+Joseph's linear interpolation) and back-project with its input-gradient (``grid_sampler_2d_backward``),
+which scatters with identical weights — again the exact transpose.
 """
 
 from __future__ import annotations
@@ -43,11 +49,14 @@ _CHUNK_ELEMENTS = 24_000_000
 _CHUNK_NNZ = 4_000_000
 #: whole-rotation matrices up to this many non-zeros (≈ 8 bytes each: 800 MB) are cached per geometry;
 #: larger geometries are projected on the fly with ``grid_sample``.
-_CACHE_NNZ = 100_000_000
+_CACHE_NNZ = 240_000_000
+#: dense columns per sparse × dense product on a CPU: a few slices at once reuse each matrix entry, more
+#: spill the dense operand out of the cache (measured best at 8–16 on the 2-core EPYC of the benchmarks)
+_PRODUCT_COLUMNS = 16
 #: cached matrices kept (least recently used dropped first).
 _CACHE_ENTRIES = 3
 #: … and at most this many stored entries in all (≈ 2 GB)
-_CACHE_TOTAL_NNZ = 260_000_000
+_CACHE_TOTAL_NNZ = 420_000_000
 
 
 def work_elements(device: torch.device, base: int = _CHUNK_ELEMENTS) -> int:
@@ -170,10 +179,25 @@ class FanBeamProjector:
     def _cache_key(self, dtype: torch.dtype) -> tuple:
         return ("joseph", self.geometry, self.n_pixels, self.pixel_mm, str(self.device), dtype)
 
+    def _symmetry_views(self) -> tuple[int, int]:
+        """``(m, turns)``: the first ``m`` views, on the image turned ``q · turns`` quarter-turns for
+        ``q = 0 … V/m − 1``, give every view of the rotation.
+
+        The square, isocentred grid maps onto itself under a quarter-turn, so view ``k + q·m`` (source
+        turned by ``q · 2π m / V``) of an image equals view ``k`` of the image turned back by that angle;
+        ``m = V/4`` when ``V`` is a multiple of 4, ``V/2`` (half-turns) when it is even, else ``V``.
+        """
+        v = self.geometry.n_views
+        for parts in (4, 2):
+            if v % parts == 0:
+                return v // parts, 4 // parts
+        return v, 0
+
     def _full_matrix(self, dtype: torch.dtype, transpose: bool) -> torch.Tensor | None:
-        """The cached whole-rotation matrix (or its transpose), or None when it would be too large."""
-        g = self.geometry
-        if g.n_views * g.n_channels * self.n_pixels * 2 > _CACHE_NNZ:
+        """The cached matrix of the first :meth:`_symmetry_views` views (or its transpose), or None when
+        even that would be too large."""
+        m, _ = self._symmetry_views()
+        if m * self.geometry.n_channels * self.n_pixels * 2 > _CACHE_NNZ:
             return None
         key = self._cache_key(dtype) + (transpose,)
         mat = _cache_get(key)
@@ -184,9 +208,20 @@ class FanBeamProjector:
                     warnings.simplefilter("ignore", UserWarning)
                     mat = fwd.t().to_sparse_csr()
             else:
-                mat = self._matrix(np.arange(g.n_views), dtype)
+                mat = self._matrix(np.arange(m), dtype)
             _cache_put(key, mat)
         return mat
+
+    def _turned(self, x: torch.Tensor) -> torch.Tensor:
+        """``[nz, n, n]`` → ``[V/m · nz, n, n]``: the image turned by each symmetry step, step-major."""
+        m, turns = self._symmetry_views()
+        return torch.cat([torch.rot90(x, q * turns, dims=(-2, -1)) for q in range(self.geometry.n_views // m)])
+
+    def _slices_per_product(self, copies: int) -> int:
+        """Slices per sparse × dense product: about ``_PRODUCT_COLUMNS`` dense columns (CPU), all on CUDA."""
+        if self.device.type == "cuda":
+            return 1 << 30
+        return max(1, _PRODUCT_COLUMNS // copies)
 
     def _view_chunks(self, n_views: int | None = None):
         n_views = self.geometry.n_views if n_views is None else n_views
@@ -253,9 +288,18 @@ class FanBeamProjector:
         full = self._full_matrix(x.dtype, False) if views is None else None
         if full is None and views is not None and wanted.size * nc * self.n_pixels * 2 <= _CHUNK_NNZ:
             full = self._matrix(wanted, x.dtype)  # a few views (a topogram): build, use, drop
+        if full is not None and views is None:  # turned copies of each slice through the shared views
+            m = full.shape[0] // nc
+            copies = self.geometry.n_views // m
+            out = torch.empty((nz, copies, m, nc), dtype=x.dtype, device=self.device)
+            for z0 in range(0, nz, self._slices_per_product(copies)):
+                part = x[z0:z0 + self._slices_per_product(copies)]
+                b = part.shape[0]
+                res = full @ _columns(self._turned(part))  # [m·C, copies·b], columns step-major
+                out[z0:z0 + b] = res.reshape(m, nc, copies, b).permute(3, 2, 0, 1)
+            return out.reshape(nz, copies * m, nc)
         if full is not None:
-            cols = x.reshape(nz, -1).T.contiguous()  # [n², nz]: the slices are the columns
-            return (full @ cols).T.reshape(nz, wanted.size, nc)
+            return (full @ _columns(x)).T.reshape(nz, wanted.size, nc)
         # too large to store: Joseph's samples drawn by bilinear grid_sample, view chunk by view chunk
         out = torch.empty((nz, wanted.size, nc), dtype=x.dtype, device=self.device)
         src = x[None].contiguous()
@@ -271,7 +315,16 @@ class FanBeamProjector:
         nz, n = y.shape[0], self.n_pixels
         full = self._full_matrix(y.dtype, True)
         if full is not None:
-            return (full @ y.reshape(nz, -1).T.contiguous()).T.reshape(nz, n, n)
+            m, turns = self._symmetry_views()
+            copies = self.geometry.n_views // m
+            out = torch.empty((nz, n, n), dtype=y.dtype, device=self.device)
+            for z0 in range(0, nz, self._slices_per_product(copies)):
+                part = y[z0:z0 + self._slices_per_product(copies)]
+                b = part.shape[0]
+                steps = part.reshape(b, copies, -1).transpose(0, 1).reshape(copies * b, -1)  # step-major
+                back = (full @ _columns(steps)).T.reshape(copies, b, n, n)
+                out[z0:z0 + b] = sum(torch.rot90(back[q], -q * turns, dims=(-2, -1)) for q in range(copies))
+            return out
         out = torch.zeros((1, nz, n, n), dtype=y.dtype, device=self.device)
         for views in self._grid_chunks(nz):  # the input-gradient of the same grid_sample: its transpose
             grid, step = self._rays(views, y.dtype)
@@ -283,6 +336,11 @@ class FanBeamProjector:
     __call__ = forward
 
 
+
+
+def _columns(x: torch.Tensor) -> torch.Tensor:
+    """``[b, …]`` → ``[∏…, b]``: each slice (or sinogram) one column of a dense matrix."""
+    return x.reshape(x.shape[0], -1).T.contiguous()
 
 
 def _csr(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int) -> torch.Tensor:
