@@ -91,4 +91,8 @@ def test_decomposition_matches_every_screw_and_flag(case):
         assert np.linalg.norm(np.subtract(f.centroid_lps, t.centroid_lps)) < 10.0, name
         for flag in ("extruded", "bent"):
             assert (flag in f.flags) == (flag in t.flags), (name, flag, f.flags, t.flags)
+    for name, t in {c.name: c for c in ph.by_kind("plate")}.items():  # the lateral plate stands off its lower end
+        assert ("displaced" in found[name].flags) == ("displaced" in t.flags), (name, found[name].standoff_mm)
+    assert found["right lateral plate"].standoff_end == "lower end"
+    assert found["right lateral plate"].standoff_mm >= 7.0 and found["left dynamic hip screw plate"].standoff_mm <= 2.0
     assert found["right nail distal locking screw 1"].carrier == "right intramedullary nail"

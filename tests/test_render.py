@@ -109,6 +109,48 @@ def test_rotating_mip_writes_gif_and_strip(tmp_path):
     assert _is_png(tmp_path / "strip.png")
 
 
+def _decode_mp4(path):
+    """(metadata, frames) of an MP4, decoded by the ffmpeg that imageio-ffmpeg bundles."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader]
+    return meta, frames
+
+
+def test_rotating_mip_writes_mp4_with_one_frame_per_view(tmp_path):
+    vol = _ball_volume()
+    rotating_mip(vol, 6, path_mp4=tmp_path / "mip.mp4", dpi=41, frame_ms=125)  # dpi 41: odd pixel sizes
+    meta, frames = _decode_mp4(tmp_path / "mip.mp4")
+    assert len(frames) == 6
+    assert meta["codec"].startswith("h264") and meta["pix_fmt"].startswith("yuv420p")
+    assert meta["size"][0] % 2 == 0 and meta["size"][1] % 2 == 0
+    assert meta["fps"] == pytest.approx(8.0)
+    assert not list(tmp_path.glob(".*partial*"))  # written atomically
+    # the ball is dark on the inverse-grey map: every frame shows it
+    assert all(f.min() < 100 and np.median(f) > 200 for f in frames)
+
+
+def test_write_mp4_pads_odd_frames_and_keeps_their_content(tmp_path):
+    from spectct.render.mip import write_mp4
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    frames = [np.tile(np.array(c, np.uint8), (33, 51, 1)) for c in colours]
+    write_mp4(frames, tmp_path / "c.mp4", fps=4.0)
+    meta, out = _decode_mp4(tmp_path / "c.mp4")
+    assert tuple(meta["size"]) == (52, 34) and len(out) == 3
+    for f, c in zip(out, colours, strict=True):
+        np.testing.assert_allclose(f[4:28, 4:46].reshape(-1, 3).mean(0), c, atol=12)
+        assert f[-1, 4:46].mean() > 180  # padded row is white
+    with pytest.raises(InputError):
+        write_mp4([], tmp_path / "empty.mp4")
+    with pytest.raises(InputError):
+        write_mp4([np.zeros((4, 4), np.uint8)], tmp_path / "grey.mp4")
+    assert not (tmp_path / "empty.mp4").exists()
+
+
 def _femur_like(ct_mm=2.0):
     ct = Volume.from_bounds((-60, -40, -50), (60, 40, 50), ct_mm, unit="HU")
     z, y, x = np.meshgrid(*ct.axis_coordinates(), indexing="ij")
@@ -194,6 +236,26 @@ def test_cli_render(tmp_path):
     res = runner.invoke(app, ["render", "fused", "--ct", str(tmp_path / "ct.nii.gz"), "--point", "1,2",
                               "--out", str(tmp_path / "g.png"), "--quiet"])
     assert isinstance(res.exception, InputError) and not (tmp_path / "g.png").exists()
+
+
+def test_cli_render_mip_writes_mp4_next_to_gif(tmp_path):
+    from spectct.cli import app
+    from spectct.io.nifti import write_nifti
+
+    write_nifti(_ball_volume(), tmp_path / "ball.nii.gz")
+    runner = CliRunner()
+    args = ["render", "mip", "--volume", str(tmp_path / "ball.nii.gz"), "--out", str(tmp_path / "m.png"),
+            "--n-angles", "5", "--frame-ms", "250", "--quiet"]
+    res = runner.invoke(app, [*args, "--gif", str(tmp_path / "r.gif"), "--mp4", str(tmp_path / "r.mp4")])
+    assert res.exit_code == 0, res.output
+    assert iio.imread(tmp_path / "r.gif", index=None).shape[0] == 5
+    meta, frames = _decode_mp4(tmp_path / "r.mp4")
+    assert len(frames) == 5 and meta["codec"].startswith("h264") and meta["fps"] == pytest.approx(4.0)
+    assert all(f.min() < 100 for f in frames)  # the ball shows in every view
+    res = runner.invoke(app, [*args, "--mp4", str(tmp_path / "r.gif")])  # wrong suffix: nothing written
+    assert isinstance(res.exception, InputError) and "--mp4" in str(res.exception)
+    res = runner.invoke(app, [*args, "--mp4", str(tmp_path / "z.mp4"), "--frame-ms", "0"])
+    assert isinstance(res.exception, InputError) and not (tmp_path / "z.mp4").exists()
 
 
 @pytest.mark.slow

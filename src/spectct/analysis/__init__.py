@@ -26,6 +26,7 @@ from spectct.analysis.findings import (
 from spectct.analysis.hotspots import background_statistics, body_mask_on, detect_hotspots
 from spectct.analysis.implants import ImplantComponent, decompose_implants, implants_to_json
 from spectct.analysis.localize import localize
+from spectct.analysis.tracer import TracerReading, reading_rules
 from spectct.errors import GeometryError, InputError
 from spectct.progress import SILENT, Reporter
 from spectct.volume import Volume
@@ -40,6 +41,7 @@ __all__ = [
     "classify",
     "compare_dual_time",
     "segment_anatomy",
+    "reading_rules",
 ]
 
 HOUR_S = 3600.0
@@ -64,11 +66,12 @@ def analyze_study(
     reporter: Reporter | None = None,
     early_time_s: float = 3 * HOUR_S,
     late_time_s: float = 20 * HOUR_S,
-    radionuclide: str = "Tc-99m",
+    radionuclide: str | None = None,
     late_decay_corrected: bool = False,
     metal_threshold_hu: float = METAL_HU,
     k: float = 5.0,
     figures: bool = True,
+    tracer: str | None = None,
 ) -> dict:
     """Read a SPECT/CT study: implants, foci, their localization, classification and dual-time change.
 
@@ -81,11 +84,16 @@ def analyze_study(
     device : torch device.
     reporter : progress messages.
     early_time_s, late_time_s : acquisition times after injection for the decay correction.
-    radionuclide : tracer radionuclide (decay correction of the late image).
+    radionuclide : tracer radionuclide (decay correction of the late image; Tc-99m when None). A known
+        radionuclide that does not label leukocytes (e.g. Lu-177) turns the infection rules off.
     late_decay_corrected : the late image is already decay-corrected to the early time.
     metal_threshold_hu : metal threshold of the implant decomposition.
     k : hot threshold = background median + k · 1.4826 · MAD.
     figures : with ``out_dir``, also write ``figures/`` (SPECT MIP, fused planes through each finding).
+    tracer : the study's radiopharmaceutical as stated (DICOM, protocol or the user), e.g. "99mTc-HMPAO
+        leukocytes" or "177Lu-PSMA-617". Labelled leukocytes (or not stated, with a leukocyte radionuclide)
+        → marrow-versus-infection rules; anything else → neutral "focal uptake" / "symmetric uptake"
+        classes without an infection claim (:func:`spectct.analysis.tracer.reading_rules`).
 
     Returns
     -------
@@ -99,6 +107,10 @@ def analyze_study(
     reporter = reporter or SILENT
     _check_inputs(spect, ct, late_spect)
     notes: list[str] = []
+    rules = reading_rules(tracer, radionuclide)
+    nuclide = radionuclide or "Tc-99m"
+    if not rules.infection_rules or rules.source == "default":
+        notes.append(rules.reason)
     if spect.frame_of_reference and ct.frame_of_reference and spect.frame_of_reference != ct.frame_of_reference:
         notes.append("SPECT and CT carry different frames of reference; read as if registered (register first)")
     reporter.info("segmenting anatomy from CT")
@@ -126,7 +138,7 @@ def analyze_study(
             late_spect,
             early_time_s,
             late_time_s,
-            radionuclide,
+            nuclide,
             late_decay_corrected=late_decay_corrected,
             device=device,
         )
@@ -134,13 +146,15 @@ def analyze_study(
         for f in findings:
             if f.id in by_id:
                 f.dual_time = by_id[f.id].to_json()
+                if not rules.infection_rules:
+                    f.dual_time["infection"] = None  # the EANM reading of a trend holds for leukocytes only
         new, decay = new_late_foci(
             hotspots,
             spect,
             late_spect,
             early_time_s,
             late_time_s,
-            radionuclide,
+            nuclide,
             late_decay_corrected=late_decay_corrected,
             anatomy=anatomy,
             background=background,
@@ -160,7 +174,7 @@ def analyze_study(
                 "intensity_change": None,
                 "size_change": None,
                 "trend": "increasing",
-                "infection": True,
+                "infection": True if rules.infection_rules else None,
                 "new_on_late": True,
             }
             f.description = "new on the late image: " + f.description
@@ -168,16 +182,20 @@ def analyze_study(
         dual_doc = {
             "early_time_s": early_time_s,
             "late_time_s": late_time_s,
-            "radionuclide": radionuclide,
+            "radionuclide": nuclide,
             "late_decay_corrected": late_decay_corrected,
-            "method": "EANM WBC guideline: increase in intensity or size over time means infection",
+            "method": "EANM WBC guideline: increase in intensity or size over time means infection"
+            if rules.infection_rules
+            else "trend reported only: the EANM rule applies to labelled leukocytes",
         }
     for f in findings:
-        classify(f)
+        classify(f, tracer=rules)
     if not hotspots:
         notes.append("no focus above the background threshold")
     regions = femur_regions(spect, anatomy, implants)
-    doc = build_document(findings, implants, anatomy, background.to_json(), spect, ct, late_spect, dual_doc, notes)
+    doc = build_document(
+        findings, implants, anatomy, background.to_json(), spect, ct, late_spect, dual_doc, notes, tracer=rules
+    )
     doc["regions"] = regions
     doc["summary"] += summarize_regions(regions, findings)
     validate_findings(doc)
@@ -202,8 +220,11 @@ def build_document(
     late_spect: Volume | None,
     dual_time: dict | None,
     notes: list[str],
+    tracer: TracerReading | None = None,
 ) -> dict:
-    """Assemble the findings document (see docs/findings.md)."""
+    """Assemble the findings document (see docs/findings.md); ``tracer`` defaults to the leukocyte reading of
+    a study whose radiopharmaceutical was not stated."""
+    tracer = tracer or reading_rules()
     from spectct import __version__
 
     femurs = (
@@ -224,7 +245,8 @@ def build_document(
         "implants": implants_to_json(implants)["components"],
         "findings": [f.to_json() for f in findings],
         "dual_time": dual_time,
-        "summary": summarize(findings, implants),
+        "tracer": tracer.to_json(),
+        "summary": summarize(findings, implants, tracer=tracer),
         "notes": list(notes),
     }
     from spectct.analysis.findings import _clean
@@ -232,9 +254,17 @@ def build_document(
     return _clean(doc)
 
 
-def summarize(findings: list[Finding], implants: list[ImplantComponent], implant_mm: float = 15.0) -> list[str]:
+def summarize(
+    findings: list[Finding],
+    implants: list[ImplantComponent],
+    implant_mm: float = 15.0,
+    tracer: TracerReading | None = None,
+) -> list[str]:
     """Reader's sentences: the hottest infection focus, tracts, other implant foci, sides without infection,
-    marrow, implant flags."""
+    marrow, implant flags (for a study that is not a leukocyte scan: the focal uptake, without infection
+    words)."""
+    if tracer is not None and not tracer.infection_rules:
+        return _summarize_neutral(findings, implants, implant_mm, tracer)
     out = []
     infected = [f for f in findings if f.classification == "infection likely"]
     foci = sorted((f for f in infected if f.kind == "focus"), key=lambda f: -f.peak_bq_ml)
@@ -262,9 +292,42 @@ def summarize(findings: list[Finding], implants: list[ImplantComponent], implant
     for f in findings:
         if f.classification == "indeterminate":
             out.append(f"Finding {f.id} indeterminate: {f.reason}.")
+    out += _implant_sentences(implants)
+    return out
+
+
+def _implant_sentences(implants: list[ImplantComponent]) -> list[str]:
+    out = []
     for c in implants:
         if c.flags:
-            out.append(f"{c.name}: {', '.join(c.flags)}.")
+            gap = ""
+            if "displaced" in c.flags and c.standoff_mm is not None:
+                gap = f" ({c.standoff_mm:.0f} mm off the bone" + (f" at its {c.standoff_end}" if c.standoff_end else "")
+                gap += ")"
+            out.append(f"{c.name}: {', '.join(c.flags)}{gap}.")
+    return out
+
+
+def _summarize_neutral(
+    findings: list[Finding], implants: list[ImplantComponent], implant_mm: float, tracer: TracerReading
+) -> list[str]:
+    out = [f"Read without infection rules: {tracer.reason}."]
+
+    def at(f: Finding) -> str:
+        where = f"the {f.side} {f.structure}" + (f" ({f.third} third)" if f.third else "")
+        if f.nearest_implant is not None and f.nearest_implant_mm is not None and f.nearest_implant_mm <= implant_mm:
+            return f"{where}, at the {f.nearest_implant}"
+        return where
+
+    focal = sorted((f for f in findings if f.classification == "focal uptake"), key=lambda f: -f.peak_bq_ml)
+    for rank, f in enumerate(focal):
+        lead = "Most intense focal uptake" if rank == 0 else "Focal uptake"
+        kind = "tract" if f.kind == "tract" else "focus"
+        out.append(f"{lead}: {kind} in {at(f)} (finding {f.id}, {f.peak_bq_ml:.3g} Bq/mL).")
+    sym = [f for f in findings if f.classification == "symmetric uptake"]
+    if sym:
+        out.append(f"Symmetric uptake: {', '.join(sorted({f'{f.side} {f.structure}' for f in sym}))}.")
+    out += _implant_sentences(implants)
     return out
 
 

@@ -17,11 +17,17 @@ Rules (in this order; the first that applies decides)
 The thresholds are reading conventions chosen here, not constants from a paper: ``asymmetry`` = 1.5
 (50 % more than the mirror region), ``implant_mm`` = 15 mm (about one SPECT FWHM plus the peak's voxel
 uncertainty).
+
+These rules are those of a labelled-leukocyte study. For any other radiopharmaceutical
+(:mod:`spectct.analysis.tracer`), :func:`classify` only describes: ``"focal uptake"`` for a tract or for
+uptake at or above ``asymmetry`` × its mirror region (or without one), ``"symmetric uptake"`` otherwise;
+the reason names the tracer and says that no infection is read, and a dual-time trend is reported, not used.
 """
 
 from __future__ import annotations
 
 from spectct.analysis.findings import Finding
+from spectct.analysis.tracer import TracerReading
 
 ASYMMETRY = 1.5
 IMPLANT_MM = 15.0
@@ -32,6 +38,7 @@ def classify(
     dual_time: dict | None = None,
     asymmetry: float = ASYMMETRY,
     implant_mm: float = IMPLANT_MM,
+    tracer: TracerReading | None = None,
 ) -> tuple[str, str]:
     """Classify one finding; sets and returns ``(classification, reason)``.
 
@@ -42,7 +49,11 @@ def classify(
         defaults to ``finding.dual_time``.
     asymmetry : focus/mirror ratio at or above which uptake counts as asymmetric.
     implant_mm : a maximum this close to an implant component counts as implant-related.
+    tracer : the study's reading rules; None or leukocyte rules: the rules above, else neutral description.
     """
+    if tracer is not None and not tracer.infection_rules:
+        return _describe(finding, dual_time if dual_time is not None else finding.dual_time, asymmetry, implant_mm,
+                         tracer)
     dual_time = dual_time if dual_time is not None else finding.dual_time
     ratio = finding.ratio_to_contralateral
     asym = ratio is None or ratio >= asymmetry
@@ -96,6 +107,32 @@ def classify(
         )
     else:
         label, reason = "indeterminate", f"soft-tissue uptake symmetric with the other side ({sym_text})"
+    finding.classification, finding.reason = label, reason
+    return label, reason
+
+
+def _describe(
+    finding: Finding, dual_time: dict | None, asymmetry: float, implant_mm: float, tracer: TracerReading
+) -> tuple[str, str]:
+    """Neutral classification for a study that is not a leukocyte scan: focal or symmetric uptake."""
+    ratio = finding.ratio_to_contralateral
+    sym_text = "no contralateral reference" if ratio is None else f"{ratio:.1f}× the mirror region"
+    where = f"{finding.side} {finding.structure}" + (f", {finding.third} third" if finding.third else "")
+    at = ""
+    if finding.nearest_implant is not None and (finding.nearest_implant_mm or 1e9) <= implant_mm:
+        at = f", at the {finding.nearest_implant} ({finding.nearest_implant_mm:.0f} mm)"
+    trend = f"; {dual_time.get('trend')} from early to late image" if dual_time and dual_time.get("trend") else ""
+    no_claim = f" ({tracer.label} study: not a leukocyte scan, no infection reading)"
+    if finding.kind == "tract":
+        reach = "reaching the skin" if finding.tract is not None and finding.tract.reaches_skin else "in soft tissue"
+        label, reason = "focal uptake", f"elongated uptake {reach} ({where}){at}{trend}{no_claim}"
+    elif ratio is None or ratio >= asymmetry:
+        label, reason = "focal uptake", f"uptake in {finding.tissue} ({where}), {sym_text}{at}{trend}{no_claim}"
+    else:
+        label, reason = (
+            "symmetric uptake",
+            f"uptake in {finding.tissue} ({where}) symmetric with the other side ({sym_text}){trend}{no_claim}",
+        )
     finding.classification, finding.reason = label, reason
     return label, reason
 

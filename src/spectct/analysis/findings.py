@@ -18,6 +18,8 @@ from spectct.errors import InputError
 SCHEMA_ID = "spectct-findings"
 SCHEMA_VERSION = 1
 CLASSES = ("infection likely", "physiological marrow", "indeterminate")
+#: Classes of a study that is not a labelled-leukocyte scan (see spectct.analysis.tracer): no infection claim.
+NEUTRAL_CLASSES = ("focal uptake", "symmetric uptake")
 
 
 @dataclass
@@ -164,7 +166,9 @@ FINDINGS_SCHEMA: dict = {
                     "side": {"enum": ["right", "left"]},
                     "carrier": _STR_OR_NULL,
                     "number": {"type": ["integer", "null"]},
-                    "flags": {"type": "array", "items": {"enum": ["extruded", "bent"]}},
+                    "flags": {"type": "array", "items": {"enum": ["extruded", "bent", "displaced"]}},
+                    "standoff_mm": _NUM_OR_NULL,
+                    "standoff_end": {"enum": ["upper end", "middle", "lower end", None]},
                     "centroid_lps": _XYZ,
                     "volume_ml": _NUM,
                     "length_mm": _NUM,
@@ -239,7 +243,7 @@ FINDINGS_SCHEMA: dict = {
                             },
                         ]
                     },
-                    "classification": {"enum": list(CLASSES)},
+                    "classification": {"enum": list(CLASSES + NEUTRAL_CLASSES)},
                     "reason": {"type": "string", "minLength": 1},
                     "dual_time": {
                         "oneOf": [
@@ -270,6 +274,17 @@ FINDINGS_SCHEMA: dict = {
             },
         },
         "dual_time": {"type": ["object", "null"]},
+        "tracer": {
+            "type": "object",
+            "required": ["radiopharmaceutical", "radionuclide", "rules", "source", "reason"],
+            "properties": {
+                "radiopharmaceutical": _STR_OR_NULL,
+                "radionuclide": _STR_OR_NULL,
+                "rules": {"enum": ["leukocyte", "neutral"]},
+                "source": {"enum": ["stated", "radionuclide", "default"]},
+                "reason": {"type": "string"},
+            },
+        },
         "regions": {
             "type": "array",
             "items": {

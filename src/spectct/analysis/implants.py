@@ -27,16 +27,35 @@ Method
    screws normally protrude a few mm), or less than a fifth of it lies in bone. A screw is ``"bent"`` when
    its centre line (slab centroids along the axis, a discrete skeleton) is fitted by two straight arms
    meeting at a knee (two-phase regression with the join point searched over the centroids, Hudson 1966,
-   J Am Stat Assoc 61:1097) that (a) differ in direction by more than ``bend_deg`` (default 10°) and
-   (b) fit at least 3 × better than one line (ratio of squared residual sums). Each arm holds three
-   centroids or more and spans at least 1.5 shank diameters (shorter, it is an end cap). Why 10°: a slab
-   centroid of a voxelised cylinder is off the true axis by up to about a quarter voxel (0.5 mm at 2 mm
-   voxels), so the direction of an arm of three centroids spanning two slabs (8 mm at 2 mm voxels) is
-   uncertain by about atan(2 × 0.5 / 8) ≈ 7°; the bends to detect are 15–25°, and a short arm that
-   includes the knee under-reads them (12° measured for a 15–18° bend). On the 2-mm case phantom (seeds
-   0–2, 48 screws) straight screws read ≤ 10.4° (gain ≤ 2.6) and bent ones ≥ 12.3° (gain ≥ 3.3); (b)
-   removes the straight ones between 9° and 10.5°. Carriers keep the centre-line deviation test
+   J Am Stat Assoc 61:1097) that (a) differ in direction by more than ``bend_deg`` (default 8°) and
+   (b) fit at least ``bend_gain`` (default 2.9) times better than one line (ratio of squared residual
+   sums). Each arm holds three centroids or more and spans at least 1.5 shank diameters (shorter, it is
+   an end cap). A slab centroid of a voxelised cylinder is off the true axis by up to about a quarter voxel
+   (0.5 mm at 2 mm voxels), so the direction of an arm of three centroids spanning two slabs (8 mm at
+   2 mm voxels) is uncertain by about atan(2 × 0.5 / 8) ≈ 7°: the angle alone cannot separate, and a
+   short arm that includes the knee under-reads a bend (12° measured for a 15–18° bend). Measured
+   (angle, gain) on the 2-mm case phantom (nominal CT, seeds 0–2, 48 screws, 9 bent) and the synthetic
+   screws of tests/test_analysis.py: every bent screw reads ≥ 12.3° with gain ≥ 3.25; a straight screw
+   reads either < 8° (largest 7.4°; the one straight screw with gain above 2.62, 4.4, reads 2.3°) or,
+   from 8.7° up to 18.4° (26-mm screws whose head cap tilts the centroid line), gain ≤ 2.62. So 2.9 is
+   the geometric mean of 2.62 and 3.25 (10 % margin on each side; the former 3.0 left 8 % to the bent
+   side) and 8° lies 4.3° below the smallest bent angle (the former 10° left 2.3°) and 5.7° above the
+   high-gain straight screw. On a reconstructed CT with blooming the slab centroids are noisier; see
+   docs/findings.md for what the small demo reads. Carriers keep the centre-line deviation test
    (``bend_mm``). The tip is the end deeper in bone, else the end away from the carrier.
+6. A plate is ``"displaced"`` when it stands off the bone: along the plate's normal (its thinnest
+   principal axis, turned towards the bone), rays leave the plate's mid-plane every ``slab`` mm along the
+   plate (five across its width) and the soft tissue they cross before reaching cortex (bone followed by
+   3 mm of bone) is measured in the CT; a slab's gap is the median of its rays, the plate's
+   ``standoff_mm`` the largest gap found in two slabs or more (slabs whose rays meet no bone within 40 mm,
+   a plate end beyond the bone, are skipped). Flagged when ``standoff_mm`` > ``displaced_mm`` (default
+   5 mm). Why 5 mm: a plate screwed on is flush with the cortex, and a locking plate, which needs no bone
+   contact, is set at most about 2 mm off it (the "internal fixator" principle: Wagner 2003, Injury 34
+   Suppl 2:B31); the partial-volume halo of metal and cortex hides about a voxel of a real gap, so a flush
+   plate reads 0 mm, a 2-mm gap ≤ 2 mm, and 5 mm leaves 3 mm above that. Measured: synthetic plates lifted
+   by 0/3/6/10/14 mm at one end (2-mm CT) read 0/2.5/4.5/8.5/12.5 mm; the case phantom's right lateral
+   plate (10–14 mm off the bone at its lower end) reads 10.5/8.0/8.5 mm on the nominal 2-mm CT of seeds
+   0/1/2 and 8.0 mm on the small demo's simulated CT after MAR, its flush left hip-screw plate 0 mm in all.
 
 Side (right/left) comes from LPS x against the body midline, never from array order.
 """
@@ -50,7 +69,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from spectct.analysis.anatomy import METAL_HU, Anatomy, segment_anatomy
+from spectct.analysis.anatomy import BONE_HU, METAL_HU, Anatomy, segment_anatomy
 from spectct.errors import InputError
 from spectct.progress import SILENT, Reporter
 from spectct.volume import Volume
@@ -81,6 +100,8 @@ class ImplantComponent:
     number: int | None = None
     flags: tuple[str, ...] = ()
     material: str = "metal"
+    standoff_mm: float | None = None  # plates: largest gap between plate and bone along the plate normal
+    standoff_end: str | None = None  # plates: "upper end", "middle" or "lower end": where that gap is
     indices: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32), repr=False)
     points_lps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
 
@@ -102,6 +123,8 @@ class ImplantComponent:
             "diameter_mm": round(self.diameter_mm, 1),
             "end_points_lps": [[round(v, 2) for v in p] for p in self.end_points_lps],
             "axis": [round(v, 4) for v in self.axis],
+            "standoff_mm": None if self.standoff_mm is None else round(self.standoff_mm, 1),
+            "standoff_end": self.standoff_end,
         }
 
 
@@ -129,7 +152,9 @@ def decompose_implants(
     min_screw_ml: float = 0.05,
     extrusion_mm: float = 5.0,
     bend_mm: float | None = None,
-    bend_deg: float = 10.0,
+    bend_deg: float = 8.0,
+    bend_gain: float = 2.9,
+    displaced_mm: float = 5.0,
     reporter: Reporter | None = None,
     device: str = "cpu",
 ) -> list[ImplantComponent]:
@@ -145,7 +170,10 @@ def decompose_implants(
     extrusion_mm : scale of the ``"extruded"`` test (head proud of its plate by more, tip out of bone by
         more than three times).
     bend_mm : centre-line deviation that flags a carrier ``"bent"``; default max(2 mm, 0.75 voxel).
-    bend_deg : angle between a screw's two arms that flags it ``"bent"`` (see the module notes).
+    bend_deg : angle between a screw's two arms above which it may be ``"bent"`` (see the module notes).
+    bend_gain : how many times better two arms must fit than one line for ``"bent"`` (module notes).
+    displaced_mm : gap between a plate and the bone (along the plate normal) above which the plate is
+        flagged ``"displaced"`` (see the module notes).
     reporter : progress messages.
     device : torch device for the anatomy resampling.
 
@@ -191,7 +219,9 @@ def decompose_implants(
                 apart.add((len(pieces), len(pieces) + 1))
             pieces += halves
         screws += _join_across_carriers(pieces, c_parts, ct_hu, apart=apart)
-    return _name_parts(carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm, bend_deg)
+    return _name_parts(
+        carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm, (bend_deg, bend_gain), displaced_mm, metal_threshold_hu
+    )
 
 
 def implants_to_json(components: list[ImplantComponent]) -> dict:
@@ -510,7 +540,9 @@ def _name_parts(
     anatomy: Anatomy,
     extrusion_mm: float,
     bend_mm: float,
-    bend_deg: float,
+    bend: tuple[float, float],
+    displaced_mm: float = 5.0,
+    metal_hu: float = METAL_HU,
 ) -> list[ImplantComponent]:
     slab = max(2.0, 2.0 * max(ct.spacing))
     vox_mm3 = ct.voxel_volume_ml * 1000.0
@@ -538,7 +570,14 @@ def _name_parts(
         if p_end[2] < d_end[2]:
             p_end, d_end = d_end, p_end
         flags = ("bent",) if _centerline_deviation(part.core or part, slab) > bend_mm else ()
+        standoff = None
+        if part.kind == "plate":
+            standoff = plate_standoff(part.core or part, ct, metal_hu)
+            if standoff is not None and standoff[0] > displaced_mm:
+                flags = (*flags, "displaced")
         comp = _component(len(comps) + 1, name, part.kind, side, part, ct, (p_end, d_end), flags)
+        if standoff is not None:
+            comp.standoff_mm, comp.standoff_end = standoff
         comps.append(comp)
         carrier_comps.append((part, comp))
     for n_hip, h in enumerate(sorted(hips, key=lambda p: -p.center[2]), start=1):
@@ -550,7 +589,7 @@ def _name_parts(
                 e1,
             )  # the head (lateral end) lies farther out of bone than the tip in the femoral head
         name = f"{side} dynamic hip screw" + ("" if n_hip == 1 else f" {n_hip}")
-        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend_deg, slab, vox_mm3)
+        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend, slab, vox_mm3)
         comps.append(_component(len(comps) + 1, name, "screw", side, h, ct, (e1, e2), flags))
     trees = [(cKDTree(p.pts), p, c) for p, c in carrier_comps]
     per_carrier: dict[str | None, list[tuple[_Part, _Part | None, ImplantComponent | None]]] = {}
@@ -601,7 +640,7 @@ def _name_parts(
                 anatomy,
                 outside_bone_mm,
                 extrusion_mm,
-                bend_deg,
+                bend,
                 slab,
                 vox_mm3,
             )
@@ -666,13 +705,14 @@ def _screw_flags(
     anatomy: Anatomy,
     outside_bone_mm: np.ndarray,
     extrusion_mm: float,
-    bend_deg: float,
+    bend: tuple[float, float],
     slab: float,
     voxel_mm3: float,
 ) -> tuple[str, ...]:
     """``extruded``: head standing more than ``extrusion_mm`` proud of its plate (backed out), tip more than
     3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: the two arms
-    of its centre line differ in direction by more than ``bend_deg``."""
+    of its centre line differ in direction by more than ``bend[0]`` degrees and fit ``bend[1]`` times
+    better than one line."""
     flags = []
     tip_out = anatomy.sample(outside_bone_mm, tip)[0] > 3.0 * extrusion_mm
     proud = plate is not None and cKDTree(plate.pts).query(head)[0] > extrusion_mm
@@ -681,9 +721,117 @@ def _screw_flags(
     if tip_out or proud or in_bone < 0.2:
         flags.append("extruded")
     angle, gain = _bend_fit(s.core or s, slab, voxel_mm3)
-    if angle > bend_deg and gain >= 3.0:
+    if angle > bend[0] and gain >= bend[1]:
         flags.append("bent")
     return tuple(flags)
+
+
+def standoff_profile(
+    pts: np.ndarray,
+    ct_hu: Volume,
+    metal_threshold_hu: float = METAL_HU,
+    slab_mm: float = 10.0,
+    max_mm: float = 40.0,
+    step_mm: float = 0.5,
+    cortex_mm: float = 3.0,
+    rays: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft tissue between a plate and the bone along the plate normal, slab by slab along the plate.
+
+    Parameters
+    ----------
+    pts : (N, 3) LPS positions (mm) of the plate's voxels (the plate alone, without screws or barrel).
+    ct_hu : the CT in HU, sampled along the rays by trilinear interpolation.
+    metal_threshold_hu : HU of metal; bone is ``BONE_HU`` ≤ HU < metal.
+    slab_mm : slab width along the plate's long axis.
+    max_mm : a ray that meets no bone this far from the plate's mid-plane finds "no bone beside this slab".
+    step_mm : ray sampling step.
+    cortex_mm : bone is reached where a bone sample is followed by this much bone (or metal: a screw in
+        the cortex); a thinner bright rim is the partial-volume halo of the plate, not cortex.
+    rays : rays per slab, spread over the middle 80 % of the plate's width.
+
+    Returns
+    -------
+    positions, gaps : the slabs' centres along the long axis (mm from the plate centre, increasing along
+        the first principal axis) and their gaps in mm (NaN where no ray met bone). A ray starts on the
+        slab's mid-plane (median position of its voxels along the normal) and its gap is the length of
+        soft tissue (neither metal nor bone) it crosses before reaching bone; the slab's gap is the median
+        over its rays (a ray running along a screw reads no gap). The normal is turned towards the side
+        where the rays reach bone nearer. Counting soft tissue makes the measure independent of the
+        plate's apparent thickness (metal blooming); the partial-volume halo of metal and cortex shortens
+        it by about a voxel, so it errs towards "not displaced".
+    """
+    center, axes, _, (width, _) = _shape(pts)
+    rel = pts - center
+    t_long, t_across, t_norm = rel @ axes[0], rel @ axes[1], rel @ axes[2]
+    edges = np.arange(t_long.min(), t_long.max() + slab_mm, slab_mm)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    steps = np.arange(0.0, max_mm + step_mm, step_mm)
+    n_cortex = max(1, int(round(cortex_mm / step_mm)))
+    offsets = width * np.linspace(-0.4, 0.4, rays) if rays > 1 else np.zeros(1)
+    data = np.asarray(ct_hu.data, dtype=np.float32)
+
+    def ray_gap(start: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
+        """(gap, distance to bone) along one ray; NaN, inf when it meets no bone."""
+        ray = start[None, :] + steps[:, None] * direction[None, :]
+        hu = ndimage.map_coordinates(data, ct_hu.world_to_index(ray).T, order=1, mode="constant", cval=-1000.0)
+        metal = hu >= metal_threshold_hu
+        bone = (hu >= BONE_HU) & ~metal
+        solid = np.concatenate([bone | metal, np.zeros(n_cortex, bool)])
+        left_plate = np.flatnonzero(~metal)
+        if left_plate.size == 0:
+            return math.nan, math.inf
+        for i in np.flatnonzero(bone[left_plate[0] :]) + left_plate[0]:
+            if solid[i : i + n_cortex].all():
+                soft = ~(bone | metal)[:i]
+                return float(soft.sum() * step_mm), float(steps[i])
+        return math.nan, math.inf
+
+    def profile(sign: float) -> tuple[np.ndarray, float]:
+        gaps = np.full((len(centres), len(offsets)), np.nan)
+        reach = []
+        for k, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            sel = (t_long >= a) & (t_long < b)
+            if sel.sum() < 3:
+                continue
+            mid = float(np.median(t_norm[sel]))
+            mid_across = float(np.median(t_across[sel]))
+            for r, v in enumerate(offsets):
+                start = center + centres[k] * axes[0] + (mid_across + v) * axes[1] + mid * axes[2]
+                gaps[k, r], d = ray_gap(start, sign * axes[2])
+                reach.append(d)
+        return gaps, float(np.median(reach)) if reach else math.inf
+
+    (g_pos, d_pos), (g_neg, d_neg) = profile(1.0), profile(-1.0)
+    chosen = g_pos if d_pos <= d_neg else g_neg
+    out = np.full(len(centres), np.nan)
+    found = np.isfinite(chosen).any(axis=1)
+    out[found] = np.nanmedian(chosen[found], axis=1)
+    return centres, out
+
+
+def plate_standoff(
+    part: _Part, ct_hu: Volume, metal_threshold_hu: float = METAL_HU, slab_mm: float = 10.0
+) -> tuple[float, str | None] | None:
+    """The plate's gap to the bone along its normal (mm, see :func:`standoff_profile`) and where it lies
+    ("upper end", "middle", "lower end": thirds of the plate by LPS z; None without a gap); None when no
+    ray meets bone.
+
+    The gap is the second largest of the slab gaps, i.e. the largest found in at least two slabs: a plate
+    is rigid, so a real stand-off spans several slabs, while one slab can misread (a streak, a screw head).
+    Its place is the mean position of the slabs at or above it.
+    """
+    centres, gaps = standoff_profile(part.pts, ct_hu, metal_threshold_hu, slab_mm=slab_mm)
+    ok = np.isfinite(gaps)
+    if not ok.any():
+        return None
+    ranked = np.sort(gaps[ok])[::-1]
+    gap = float(ranked[1] if len(ranked) > 1 else ranked[0])
+    at = float(centres[ok][gaps[ok] >= gap].mean())
+    along = at / max(float(np.ptp(centres)) / 2.0, 1e-6)  # −1 … 1 along the first axis
+    upward = along * (1.0 if float(part.axes[0][2]) >= 0 else -1.0)  # +1 at the end with the larger z
+    where = "upper end" if upward > 1.0 / 3.0 else "lower end" if upward < -1.0 / 3.0 else "middle"
+    return gap, (where if gap > 0 else None)
 
 
 def _plate_position(part: _Part, anatomy: Anatomy, side: str) -> str:

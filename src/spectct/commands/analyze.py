@@ -26,7 +26,17 @@ def register(app: typer.Typer) -> None:
         late_decay_corrected: Annotated[
             bool, typer.Option(help="The late SPECT is already decay-corrected to the early time.")
         ] = False,
-        radionuclide: Annotated[str, typer.Option(help="Tracer radionuclide.")] = "Tc-99m",
+        radionuclide: Annotated[
+            str | None,
+            typer.Option(help="Tracer radionuclide (decay correction; default Tc-99m). One that does not label "
+                         "leukocytes, e.g. Lu-177, turns the infection rules off."),
+        ] = None,
+        tracer: Annotated[
+            str | None,
+            typer.Option("--tracer", help="Radiopharmaceutical, e.g. '99mTc-HMPAO leukocytes', 'In-111 oxine WBC' "
+                         "(infection rules) or '177Lu-PSMA-617' (focal uptake described, no infection claim). "
+                         "Default: the DICOM SPECT's Radiopharmaceutical, else a leukocyte study."),
+        ] = None,
         figures: Annotated[
             bool, typer.Option(help="Write figures/ (MIP and fused planes per finding).")
         ] = True,
@@ -49,6 +59,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"{ct}: CT must be in HU, got unit {ct_v.unit!r}")
         if spect_v.unit not in ("Bq/mL", "counts", "relative", "1"):
             raise InputError(f"{spect}: SPECT must be an activity image, got unit {spect_v.unit!r}")
+        if tracer is None:
+            from spectct.analysis.tracer import radiopharmaceutical_from_dicom
+
+            tracer = radiopharmaceutical_from_dicom(spect)
         doc = analyze_study(
             spect_v,
             ct_v,
@@ -61,6 +75,7 @@ def register(app: typer.Typer) -> None:
             radionuclide=radionuclide,
             late_decay_corrected=late_decay_corrected,
             figures=figures,
+            tracer=tracer,
         )
         typer.echo(findings_table(doc))
         reporter.info(f"wrote {out / 'findings.json'}")

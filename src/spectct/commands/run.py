@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         iterations: Annotated[int, typer.Option("--iterations", min=1)] = 5,
         subsets: Annotated[int, typer.Option("--subsets", min=1)] = 15,
         mar: Annotated[str, typer.Option("--mar", help="MAR method: imar, nmar, li or none.")] = "imar",
+        tracer: Annotated[str | None, typer.Option(
+            "--tracer", help="Radiopharmaceutical (default: from the DICOM, else from the radionuclide); "
+            "labelled leukocytes get the infection rules, other tracers a neutral reading.")] = None,
         device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda or auto.")] = "cpu",
         force: Annotated[list[str] | None, typer.Option("--force", help="Re-run this stage (repeatable; 'all').")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -37,8 +40,8 @@ def register(app: typer.Typer) -> None:
         study = Study.open(out)
         settings = {"ct": ct.resolve(), "spect": spect.resolve(), "late": late.resolve() if late else None,
                     "iterations": iterations, "subsets": subsets, "title": "SPECT/CT report", "case": False,
-                    "mar": mar}
-        results = run_stages(study, run_stages_for(ct, spect, late, iterations, subsets, mar),
+                    "mar": mar, "tracer": tracer}
+        results = run_stages(study, run_stages_for(ct, spect, late, iterations, subsets, mar, tracer),
                              device=str(resolve_device(device)), reporter=reporter, force=force or (),
                              settings=settings)
         if not quiet:

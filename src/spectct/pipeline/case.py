@@ -18,7 +18,8 @@ SPECT = "spect/spect.nii.gz"
 FINDINGS = "findings.json"
 FIGURES = ("figures/planar.png", "figures/spect_mip.png", "figures/vrt_ct_mar.png", "figures/vrt_fused.png",
            "figures/ct_mar_comparison.png", "figures/coronal_spect.png", "figures/coronal_spect_fused.png",
-           "figures/focus_1.png", "figures/spect_mip_rotating.gif", "figures/mar_metrics.png")
+           "figures/focus_1.png", "figures/spect_mip_rotating.gif", "figures/spect_mip_rotating.mp4",
+           "figures/mar_metrics.png")
 
 
 def _size(ctx: StageContext) -> DemoSize:
@@ -76,10 +77,11 @@ def stage_spect_recon(ctx: StageContext) -> dict[str, Any]:
 def stage_analyze(ctx: StageContext) -> dict[str, Any]:
     from spectct.analysis import analyze_study
     from spectct.io.nifti import read_nifti
+    from spectct.spect.study import RADIOPHARMACEUTICAL
 
     study = ctx.study
     doc = analyze_study(read_nifti(study.path(SPECT)), read_nifti(study.path(CT_MAR)), out_dir=study.root,
-                        device=ctx.device, reporter=ctx.reporter, figures=False)
+                        device=ctx.device, reporter=ctx.reporter, figures=False, tracer=RADIOPHARMACEUTICAL)
     return {"findings": len(doc["findings"]), "implants": len(doc["implants"])}
 
 

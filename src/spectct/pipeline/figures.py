@@ -58,8 +58,9 @@ def case_figures(study: Study, device: str = "cpu", reporter: Reporter = SILENT,
     mip_figure(spect, out / "spect_mip.png", angles=(0.0,), cmap="gray_r", title="SPECT MIP, anterior",
                device=device)
     rotating_mip(spect, n_angles=24, path_gif=out / "spect_mip_rotating.gif",
-                 path_png_strip=out / "spect_mip_strip.png", device=device, title="SPECT MIP")
-    written += ["spect_mip.png", "spect_mip_rotating.gif", "spect_mip_strip.png"]
+                 path_png_strip=out / "spect_mip_strip.png", device=device, title="SPECT MIP",
+                 path_mp4=out / "spect_mip_rotating.mp4")
+    written += ["spect_mip.png", "spect_mip_rotating.gif", "spect_mip_rotating.mp4", "spect_mip_strip.png"]
 
     reporter.info("figures: volume rendering")
     volume_render(ct_mar, None, view="anterior", path=out / "vrt_ct_mar.png", title="CT with MAR, VRT",

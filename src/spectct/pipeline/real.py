@@ -121,14 +121,29 @@ def stage_analyze(ctx: StageContext) -> dict[str, Any]:
 
     study = ctx.study
     late = read_nifti(study.path(LATE)) if ctx.settings.get("late") else None
+    tracer, nuclide = study_tracer(ctx)
     doc = analyze_study(read_nifti(study.path(SPECT)), read_nifti(study.path(CT_MAR)), late_spect=late,
                         out_dir=study.root, device=ctx.device, reporter=ctx.reporter, figures=False,
-                        radionuclide=ctx.settings.get("radionuclide", "Tc-99m"))
-    return {"findings": len(doc["findings"])}
+                        radionuclide=nuclide, tracer=tracer)
+    return {"findings": len(doc["findings"]), "tracer_rules": doc["tracer"]["rules"]}
+
+
+def study_tracer(ctx: StageContext) -> tuple[str | None, str | None]:
+    """(radiopharmaceutical, radionuclide) of the study: ``--tracer``, else the DICOM SPECT's Radiopharmaceutical
+    text; the radionuclide the SPECT stage found (DICOM code, window names, Interfile isotope)."""
+    from spectct.analysis.tracer import radiopharmaceutical_from_dicom
+
+    nuclide = ctx.settings.get("radionuclide") or (ctx.study.stage_parameters("spect_input") or {}).get(
+        "radiopharmaceutical")  # the SPECT stage records the radionuclide under this protocol key
+    tracer = ctx.settings.get("tracer")
+    if not tracer and ctx.settings.get("spect"):
+        src = Path(ctx.settings["spect"])
+        tracer = radiopharmaceutical_from_dicom(src) if src.exists() else None
+    return tracer, nuclide
 
 
 def run_stages_for(ct: Path, spect: Path, late: Path | None, iterations: int, subsets: int,
-                   mar: str = "imar") -> list[Stage]:
+                   mar: str = "imar", tracer: str | None = None) -> list[Stage]:
     """The stages of ``spectct run`` (inputs outside the study are named by absolute path)."""
     ct, spect = ct.resolve(), spect.resolve()
     stages = [
@@ -151,7 +166,8 @@ def run_stages_for(ct: Path, spect: Path, late: Path | None, iterations: int, su
                "figures/focus_1.png")
     stages += [
         Stage("analyze", "implants from CT, hot spots, localisation, classification", stage_analyze,
-              inputs=analyze_inputs, outputs=(FINDINGS,), params={"late": str(late) if late else None}),
+              inputs=analyze_inputs, outputs=(FINDINGS,),
+              params={"late": str(late) if late else None, "tracer": tracer}),
         Stage("figures", "figures", stage_figures, inputs=(SPECT, CT_MAR, CT_NOMAR, FINDINGS), outputs=figures),
         Stage("report", "HTML report", stage_report, inputs=(FINDINGS, *figures), outputs=("report.html",)),
     ]

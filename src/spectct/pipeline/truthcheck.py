@@ -24,7 +24,8 @@ SCREW_RESOLVING_SLICE_MM = 2.5
 
 def truth_checks(findings: dict, components: list[dict], ct_slice_mm: float = 1.0) -> list[dict[str, Any]]:
     """The checks of the case: hottest focus at plate screw 2, tract to skin, nail tip, left side clear,
-    pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged.
+    pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged, displaced
+    plate flagged (when the truth lists plates).
 
     The two implant checks are *not assessed* (``passed`` None) when the CT's slices are thicker than
     :data:`SCREW_RESOLVING_SLICE_MM`: 5-mm screws 8–12 mm apart then merge in the CT itself.
@@ -91,7 +92,22 @@ def truth_checks(findings: dict, components: list[dict], ct_slice_mm: float = 1.
         if not resolvable:
             c["passed"] = None
             c["found"] += f" (not assessed: {ct_slice_mm:g}-mm CT slices do not resolve 5-mm screws)"
-    return checks + implant_checks
+    return checks + implant_checks + _displaced_checks(components, findings.get("implants", []))
+
+
+def _displaced_checks(components: list[dict], found: list[dict]) -> list[dict[str, Any]]:
+    """Plates the truth marks ``displaced`` flagged so from the CT, and no other plate flagged (matched by
+    name). No check when the truth has no plates."""
+    truth_plates = [c for c in components if c.get("kind") == "plate"]
+    if not truth_plates:
+        return []
+    truth_disp = sorted(c["name"] for c in truth_plates if "displaced" in (c.get("flags") or []))
+    found_plates = [c for c in found if c.get("kind") == "plate"]
+    found_disp = sorted(c["name"] for c in found_plates if "displaced" in (c.get("flags") or []))
+    gaps = ", ".join(f"{c['name']} {c['standoff_mm']:.1f} mm" for c in found_plates if c.get("standoff_mm") is not None)
+    return [_check("displaced plate flagged from CT", ", ".join(truth_disp) or "no displaced plate",
+                   (", ".join(found_disp) or "none flagged") + (f" (gap to bone: {gaps})" if gaps else ""),
+                   truth_disp == found_disp)]
 
 
 def write_truth_check(study: Study) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Maximum-intensity projections, single and rotating (PNG strip and animated GIF).
+"""Maximum-intensity projections, single and rotating (PNG strip, animated GIF and H.264 MP4).
 
 Angle convention (rotation about the patient's long axis, ``axis="z"``): 0° is the anterior view (the
 viewer in front of the patient looking posteriorly; patient right on image left, head up); +90° is the
@@ -137,8 +137,8 @@ def rotating_mip(volume: Volume, n_angles: int = 36, path_gif: str | os.PathLike
                  path_png_strip: str | os.PathLike | None = None, axis: str = "z", cmap: str = "gray_r",
                  vmax: float | None = None, strip_views: int = 8, frame_ms: int = 120, dpi: int = 100,
                  step_mm: float | None = None, device: str | torch.device | None = "cpu",
-                 title: str | None = None) -> list[Slice2D]:
-    """MIPs at ``n_angles`` equally spaced angles over 360°, written as an animated GIF and/or a PNG strip.
+                 title: str | None = None, path_mp4: str | os.PathLike | None = None) -> list[Slice2D]:
+    """MIPs at ``n_angles`` equally spaced angles over 360°, written as an animated GIF, an MP4 and/or a PNG strip.
 
     Parameters
     ----------
@@ -149,7 +149,8 @@ def rotating_mip(volume: Volume, n_angles: int = 36, path_gif: str | os.PathLike
     axis : rotation axis (``"z"``: about the patient's long axis).
     cmap : matplotlib colour map (inverse grey by default, as nuclear medicine displays).
     vmax : top of the display range; default the largest value over all views.
-    frame_ms : GIF frame duration.
+    frame_ms : frame duration of the GIF and of the MP4 (its frame rate is 1000 / ``frame_ms``).
+    path_mp4 : MP4 to write (H.264, yuv420p; one video frame per view, see :func:`write_mp4`), or None.
     """
     if n_angles < 1:
         raise InputError(f"n_angles must be at least 1, got {n_angles}")
@@ -160,7 +161,7 @@ def rotating_mip(volume: Volume, n_angles: int = 36, path_gif: str | os.PathLike
     if not top > 0:
         top = 1.0
     label = _unit_label(volume.unit)
-    if path_gif is not None:
+    if path_gif is not None or path_mp4 is not None:
         frames = []
         for sl in views:
             fig, ax = plt.subplots(figsize=(4.0, 4.0 * (field[3] - field[2]) / (field[1] - field[0]) + 0.4),
@@ -170,10 +171,13 @@ def rotating_mip(volume: Volume, n_angles: int = 36, path_gif: str | os.PathLike
             fig.canvas.draw()
             frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
             plt.close(fig)
-        import imageio.v3 as iio
+        if path_gif is not None:
+            import imageio.v3 as iio
 
-        with atomic_path(path_gif, suffix=".gif") as tmp:
-            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=frame_ms, loop=0)
+            with atomic_path(path_gif, suffix=".gif") as tmp:
+                iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=frame_ms, loop=0)
+        if path_mp4 is not None:
+            write_mp4(frames, path_mp4, fps=1000.0 / frame_ms)
     if path_png_strip is not None:
         k = max(1, min(strip_views, n_angles))
         picks = [views[int(round(i * n_angles / k)) % n_angles] for i in range(k)]
@@ -196,6 +200,57 @@ def rotating_mip(volume: Volume, n_angles: int = 36, path_gif: str | os.PathLike
             fig.savefig(tmp, format="png")
         plt.close(fig)
     return views
+
+
+def _even_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``frame`` (H, W, 3 uint8) padded with white at the bottom and right to ``height`` × ``width``."""
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    out[: frame.shape[0], : frame.shape[1]] = frame[..., :3]
+    return out
+
+
+def write_mp4(frames: list[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 8.0,
+              quality: float = 7.0) -> Path:
+    """Write RGB frames as an H.264 MP4 (yuv420p, the pixel format every browser and player decodes).
+
+    The frames are padded (white, bottom and right) to one size with even height and width, which
+    yuv420p's 2 × 2 chroma subsampling requires; ffmpeg comes from the ``imageio-ffmpeg`` package, whose
+    bundled binary includes libx264. The file is written atomically.
+
+    Parameters
+    ----------
+    frames : sequence of (H, W, 3) or (H, W, 4) uint8 images (alpha is dropped).
+    path : MP4 to write.
+    fps : frames per second.
+    quality : imageio-ffmpeg quality 0–10 (10 best), mapped by it to x264's constant-quality scale.
+    """
+    if len(frames) == 0:
+        raise InputError("write_mp4 needs at least one frame")
+    if not fps > 0:
+        raise InputError(f"MP4 frame rate must be positive, got {fps}")
+    arrays = [np.asarray(f) for f in frames]
+    for f in arrays:
+        if f.ndim != 3 or f.shape[2] not in (3, 4) or f.dtype != np.uint8:
+            raise InputError(f"MP4 frames must be (H, W, 3|4) uint8 images, got {f.shape} {f.dtype}")
+    height = max(f.shape[0] for f in arrays)
+    width = max(f.shape[1] for f in arrays)
+    height, width = height + height % 2, width + width % 2
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - imageio-ffmpeg is a dependency
+        raise InputError("writing MP4 needs the 'imageio-ffmpeg' package") from None
+    with atomic_path(path, suffix=".mp4") as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (width, height), pix_fmt_in="rgb24", pix_fmt_out="yuv420p", fps=float(fps), quality=quality,
+            codec="libx264", macro_block_size=2, output_params=["-f", "mp4", "-movflags", "+faststart"],
+        )
+        writer.send(None)  # start ffmpeg
+        try:
+            for f in arrays:
+                writer.send(np.ascontiguousarray(_even_rgb(f, height, width)))
+        finally:
+            writer.close()
+    return Path(path)
 
 
 def mip_figure(volume: Volume, path: str | os.PathLike, angles: tuple[float, ...] = (0.0,), axis: str = "z",

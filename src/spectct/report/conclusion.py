@@ -14,8 +14,35 @@ def _foci(n: int) -> str:
     return f"{n} focus" if n == 1 else f"{n} foci"
 
 
+def _neutral_paragraphs(doc: dict) -> list[str]:
+    """A study that is not a labelled-leukocyte scan: where the uptake is, no infection reading."""
+    tracer = doc.get("tracer") or {}
+    name = tracer.get("radiopharmaceutical") or tracer.get("radionuclide") or "this tracer"
+    findings = doc.get("findings") or []
+    focal = sorted((f for f in findings if f.get("classification") == "focal uptake"),
+                   key=lambda f: -f.get("peak_bq_ml", 0.0))
+    out = [f"Study read as a {name} scan, not a labelled-leukocyte scan: uptake is described and not "
+           "interpreted as infection."]
+    if not findings:
+        return out + ["No focus above background was found."]
+    if focal:
+        top = focal[0]
+        where = top.get("nearest_implant") if (top.get("nearest_implant_mm") or 1e9) <= 15 else None
+        where = where or f"{top.get('side')} {top.get('structure')}"
+        out.append(f"Focal uptake at {len(focal)} site{'s' if len(focal) > 1 else ''}, the most intense at the {where} "
+                   f"(peak {top.get('peak_bq_ml', 0) / 1000:.1f} kBq/mL, {top.get('ratio_to_background') or 0:.0f}× "
+                   "background).")
+    sym = [f for f in findings if f.get("classification") == "symmetric uptake"]
+    if sym:
+        out.append(f"{_foci(len(sym))} symmetric with the other side.")
+    return out
+
+
 def conclusion_paragraphs(doc: dict) -> list[str]:
-    """Sentences a reader would write: the hottest site, the involved components, tracts, the other side."""
+    """Sentences a reader would write: the hottest site, the involved components, tracts, the other side
+    (for a study that is not a leukocyte scan, a neutral description: see docs/findings.md)."""
+    if (doc.get("tracer") or {}).get("rules") == "neutral":
+        return _neutral_paragraphs(doc)
     findings = doc.get("findings") or []
     infected = [f for f in findings if f.get("classification") == "infection likely"]
     marrow = [f for f in findings if f.get("classification") == "physiological marrow"]

@@ -21,7 +21,7 @@ CASE_FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("planar", "figures/planar.png",
                "Planar anterior and posterior statics at 3 h (inverse grey, same scale)."),
     FigureSpec("mip", "figures/spect_mip.png", "SPECT maximum intensity projection, anterior (a rotating MIP is in "
-               "figures/spect_mip_rotating.gif)."),
+               "figures/spect_mip_rotating.gif and, as H.264 video, figures/spect_mip_rotating.mp4)."),
     FigureSpec("vrt_ct", "figures/vrt_ct_mar.png", "CT volume rendering with MAR: bone and metal."),
     FigureSpec("vrt_fused", "figures/vrt_fused.png", "SPECT/CT volume rendering with MAR: leukocyte uptake on bone and "
                "implants."),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_CSS = {"infection likely": "infection", "physiological marrow": "marrow", "indeterminate": "indeterminate"}
+_CSS = {"infection likely": "infection", "physiological marrow": "marrow", "indeterminate": "indeterminate",
+        "focal uptake": "indeterminate", "symmetric uptake": "marrow"}
 
 
 def _stage(protocol: dict, name: str) -> dict[str, Any]:
