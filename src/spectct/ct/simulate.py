@@ -322,20 +322,30 @@ def simulate_ct(material_index: Volume, material_names: list[str], geometry: CtG
         lab = torch.as_tensor(labels[z0:z1], device=dev).long()
         present_labels = torch.unique(lab).cpu().numpy()
         active = [k for k in range(k_all) if np.any(coef[k, present_labels] != 0)]
-        lengths = torch.zeros((k_all, z1 - z0, v, c), dtype=torch.float32, device=dev)
-        if active:
-            images = torch.stack([luts[k][lab] for k in active])  # [K', nzc, n, n]
-            paths = projector.forward(images.reshape(-1, n, n)).reshape(len(active), z1 - z0, v, c)
-            lengths[active] = paths
-        metal_len = lengths[metal_k].sum(0) if metal_k.size else torch.zeros_like(lengths[0])
-        ref_lengths = lengths.clone()
-        if metal_k.size:
-            ref_lengths[metal_k] = 0.0
-            ref_lengths += torch.as_tensor(fill, dtype=torch.float32, device=dev)[:, None, None, None] * metal_len
-        t_e, t_ph = _transmission(ref_lengths if metal_free else lengths, mu_k, beam)
-        t_ref, _ = _transmission(ref_lengths, mu_k, beam)
-        if metal_k.size:
-            trace[z0:z1] = (metal_len > 1e-3).cpu().numpy()
+        if any(k in metal_k for k in active):  # the fill that replaces metal in the reference must be there
+            active = sorted(set(active) | set(np.flatnonzero(fill).tolist()))
+        act = np.asarray(active, dtype=int)
+        is_metal = torch.as_tensor(np.isin(act, metal_k), device=dev)
+        if act.size:
+            images = torch.stack([luts[k][lab] for k in act])  # [K', nzc, n, n]
+            lengths = projector.forward(images.reshape(-1, n, n)).reshape(act.size, z1 - z0, v, c)
+        else:
+            lengths = torch.zeros((0, z1 - z0, v, c), dtype=torch.float32, device=dev)
+        metal_len = lengths[is_metal].sum(0) if bool(is_metal.any()) else torch.zeros((z1 - z0, v, c), device=dev)
+        hit = metal_len > 0  # only these rays differ in the metal-free reference
+        fill_act = torch.as_tensor(fill[act], dtype=torch.float32, device=dev)[:, None]
+        ref_hit = None  # path lengths [K', rays] of those rays with metal replaced by the fill
+        if bool(hit.any()):
+            ref_hit = torch.where(is_metal[:, None], 0.0, lengths[:, hit]) + fill_act * metal_len[hit]
+        scanned = lengths
+        if metal_free and ref_hit is not None:
+            scanned = lengths.clone()
+            scanned[:, hit] = ref_hit
+        t_e, t_ph = _transmission(scanned, mu_k[:, act], beam)
+        t_ref = t_e.clone()
+        if not metal_free and ref_hit is not None:
+            t_ref[hit] = _transmission(ref_hit, mu_k[:, act], beam)[0]
+        trace[z0:z1] = (metal_len > 1e-3).cpu().numpy()
         if noise:
             t_e = _add_noise(t_e, t_ph, n0, electronic_noise_photons, seed, z0, dev)
         sino[z0:z1] = _log_bhc(t_e, n0, tabs).cpu().numpy()
