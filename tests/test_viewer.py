@@ -214,6 +214,61 @@ def test_serves_page_assets_and_study_files(running, study):
     assert _raw_get(running, "/study/ct_mar.nii.gz", method="POST")[0] == 501
 
 
+def _get_with_headers(server, path: str, extra: str = "", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one request with ``extra`` header lines."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_rotating_mip_video_is_served_as_mp4_in_byte_ranges(tmp_path):
+    from spectct.render.mip import write_mp4
+
+    root = make_study(tmp_path / "s", with_mar=False)
+    frames = [np.full((24, 32, 3), 40 * k, np.uint8) for k in range(4)]
+    video = write_mp4(frames, root / "figures" / "spect_mip_rotating.mp4", fps=4.0)
+    data = video.read_bytes()
+    content = scan_study(root)
+    assert content.manifest["rotating_mip_video"] == "/study/figures/spect_mip_rotating.mp4"
+    assert "spect_mip_rotating.mp4" in [f["name"] for f in content.manifest["figures"]]
+    assert scan_study(make_study(tmp_path / "t", with_mar=False)).manifest["rotating_mip_video"] is None
+    server = make_server(content, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = "/study/figures/spect_mip_rotating.mp4"
+    try:
+        status, h, body = _get_with_headers(server, url)
+        assert status == 200 and h["content-type"] == "video/mp4" and body == data
+        assert h["accept-ranges"] == "bytes" and int(h["content-length"]) == len(data)
+        status, h, body = _get_with_headers(server, url, "Range: bytes=0-1\r\n")  # what browsers ask first
+        assert status == 206 and body == data[:2] and h["content-range"] == f"bytes 0-1/{len(data)}"
+        status, h, body = _get_with_headers(server, url, "Range: bytes=100-\r\n")
+        assert status == 206 and body == data[100:] and h["content-range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
+        status, h, body = _get_with_headers(server, url, "Range: bytes=-50\r\n")
+        assert status == 206 and body == data[-50:]
+        status, h, body = _get_with_headers(server, url, f"Range: bytes=10-{10 * len(data)}\r\n")
+        assert status == 206 and body == data[10:]  # an end beyond the file is cut to it
+        status, h, _ = _get_with_headers(server, url, f"Range: bytes={len(data)}-\r\n")
+        assert status == 416 and h["content-range"] == f"bytes */{len(data)}"
+        for ignored in ("bytes=0-1,4-5", "lines=0-1", "bytes=5-2", "bytes=x-"):  # whole file, as RFC 9110 allows
+            status, _, body = _get_with_headers(server, url, f"Range: {ignored}\r\n")
+            assert status == 200 and body == data, ignored
+        status, h, body = _get_with_headers(server, url, "Range: bytes=0-9\r\n", method="HEAD")
+        assert status == 206 and body == b"" and h["content-length"] == "10"
+        status, h, body = _get_with_headers(server, "/study/manifest.json", "Range: bytes=0-0\r\n")
+        assert status == 206 and body == b"{"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("raw", [
     "/../../../../etc/passwd",
     "/study/../../../../etc/passwd",

@@ -40,9 +40,17 @@ Method
    from 8.7° up to 18.4° (26-mm screws whose head cap tilts the centroid line), gain ≤ 2.62. So 2.9 is
    the geometric mean of 2.62 and 3.25 (10 % margin on each side; the former 3.0 left 8 % to the bent
    side) and 8° lies 4.3° below the smallest bent angle (the former 10° left 2.3°) and 5.7° above the
-   high-gain straight screw. On a reconstructed CT with blooming the slab centroids are noisier; see
-   docs/findings.md for what the small demo reads. Carriers keep the centre-line deviation test
-   (``bend_mm``). The tip is the end deeper in bone, else the end away from the carrier.
+   high-gain straight screw. A bend so found must be confirmed without the slabs a carrier's shell
+   thinned (slabs touching a carrier, within 2.25 voxels, that hold < 0.75 × the median of the other
+   slabs; see ``_slab_centroids``): the arms must still be measurable and still differ by more than
+   ``bend_deg``. On a reconstructed CT, blooming merges a plate screw with the nail it passes, the shell
+   takes the screw's nail-side half over 10–12 mm, and the centroids there shift 1.5–3 mm: straight
+   screws then read 31–43° with gains 3.3–11 from all slabs, and nothing (arms too short) without the
+   thinned ones. A real bend reads the same either way (case phantom: every bent screw ≥ 12.3° both
+   ways). See docs/findings.md for what the small demo reads. Carriers keep the centre-line deviation
+   test (``bend_mm``) on slabs holding at least half the median count (a 4-voxel sliver at a nail's tip
+   read 2.7 mm off a 69-voxel-per-slab line on the demo CT). The tip is the end deeper in bone, else the
+   end away from the carrier.
 6. A plate is ``"displaced"`` when it stands off the bone: along the plate's normal (its thinnest
    principal axis, turned towards the bone), rays leave the plate's mid-plane every ``slab`` mm along the
    plate (five across its width) and the soft tissue they cross before reaching cortex (bone followed by
@@ -422,20 +430,17 @@ def _line_distance(p: np.ndarray, part: _Part) -> float:
 
 
 def _centerline_deviation(part: _Part, slab_mm: float) -> float:
-    """Largest distance of the slab centroids (a discrete skeleton) from their best straight line."""
-    t = (part.pts - part.center) @ part.axes[0]
-    bins = np.floor((t - t.min()) / slab_mm).astype(int)
-    counts = np.bincount(bins)
-    ok = counts >= 3
-    if ok.sum() < 3:
+    """Largest distance of the slab centroids (a discrete skeleton) from their best straight line.
+
+    Thinned slabs are left out as in :func:`_slab_centroids` (a nail's rounded tip, a sliver at a locking
+    hole; fewer than half the median count): at the tip of a nail on the small demo's CT a 4-voxel end slab
+    read 2.7 mm off the line of slabs holding 69 voxels (median).
+    """
+    cent, _ = _slab_centroids(part, slab_mm)
+    if len(cent) < 3:
         return 0.0
-    sums = np.stack([np.bincount(bins, weights=part.pts[:, a]) for a in range(3)], axis=1)
-    cent = sums[ok] / counts[ok, None]
-    c0 = cent.mean(axis=0)
-    _, _, vt = np.linalg.svd(cent - c0)
-    d = cent - c0
-    perp = d - np.outer(d @ vt[0], vt[0])
-    return float(np.linalg.norm(perp, axis=1).max())
+    c0, a0 = _fit_line(cent)
+    return float(_line_dist(cent, c0, a0).max())
 
 
 def _fit_line(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -450,22 +455,39 @@ def _line_dist(p: np.ndarray, c: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(d - np.outer(d @ a, a), axis=1)
 
 
-def _slab_centroids(part: _Part, slab_mm: float) -> tuple[np.ndarray, float]:
+def _slab_centroids(
+    part: _Part, slab_mm: float, contact: np.ndarray | None = None, thin: float = 0.75
+) -> tuple[np.ndarray, float]:
     """Centroids of the slabs across the principal axis (in axis order) and the median slab's voxel count.
 
     Slabs with fewer than 3 voxels or less than half the median slab's voxels are left out: a slab only
     partly filled (the oblique end of a fragment, a sliver left beside a carrier) has a lopsided centroid.
+    With ``contact`` (per voxel: within reach of a carrier) a slab that touches a carrier is also left out
+    when it holds fewer than ``thin`` × the median count of the slabs that touch none: the part of the
+    screw that faced the carrier went with the carrier's one-voxel shell (``_split_component``), so its
+    centroid is pushed away from the carrier. On the small demo's reconstructed CT, where blooming merges
+    a plate screw with the nail it passes, such stretches run 10–12 mm with 4–7 voxels per 2-mm slab
+    against 10–12 elsewhere, and their centroids lie 1.5–3 mm off the screw's true axis: straight screws
+    read 31–43° "bends" from them. A slab that touches a carrier but is full (a locking screw leaving its
+    nail) is kept.
     """
     t = (part.pts - part.center) @ part.axes[0]
     bins = np.floor((t - t.min()) / slab_mm).astype(int)
     counts = np.bincount(bins)
     median = float(np.median(counts[counts > 0]))
     ok = counts >= max(3.0, 0.5 * median)
+    if contact is not None and contact.any():
+        touches = np.bincount(bins, weights=contact.astype(float), minlength=len(counts)) > 0
+        free = counts[~touches & (counts > 0)]
+        reference = float(np.median(free)) if free.size else median
+        ok &= ~(touches & (counts < thin * reference))
     sums = np.stack([np.bincount(bins, weights=part.pts[:, a]) for a in range(3)], axis=1)
     return sums[ok] / counts[ok, None], median
 
 
-def _bend_fit(part: _Part, slab_mm: float, voxel_mm3: float) -> tuple[float, float]:
+def _bend_fit(
+    part: _Part, slab_mm: float, voxel_mm3: float, contact: np.ndarray | None = None
+) -> tuple[float, float]:
     """Angle (degrees) between the two arms of the best two-segment fit to the slab centroids, and how
     much better two arms fit than one line (ratio of the squared residual sums, one line / two arms).
 
@@ -473,9 +495,10 @@ def _bend_fit(part: _Part, slab_mm: float, voxel_mm3: float) -> tuple[float, flo
     must span at least 1.5 shank diameters along the axis (the diameter from the median slab's area): a
     shorter "arm" of a thick screw is mostly its end cap, whose centroids do not follow the axis. The knee
     with the least total squared distance of the centroids from their arm's line wins. (0, 1) when the
-    screw is too short for two arms.
+    screw is too short for two arms. ``contact`` marks the voxels next to a carrier (see
+    :func:`_slab_centroids`).
     """
-    cent, median = _slab_centroids(part, slab_mm)
+    cent, median = _slab_centroids(part, slab_mm, contact)
     min_arm = 1.5 * 2.0 * math.sqrt(median * voxel_mm3 / slab_mm / math.pi)
     t = (cent - part.center) @ part.axes[0]
     best = (math.inf, 0.0)
@@ -552,6 +575,10 @@ def _name_parts(
     hips, screws = _hip_screws(screws, ct, tol_touch)
     hips, carriers = _barrels_to_plates(hips, carriers, tol_touch)
     hip_trees = [cKDTree(h.pts) for h in hips]
+    # screw voxels within reach of a carrier (the one-voxel shell removed around carriers, and the voxel
+    # beside it, diagonals included): their slabs may be thinned (see _slab_centroids)
+    carrier_tree = cKDTree(np.concatenate([c.pts for c in carriers])) if carriers else None
+    contact_mm = 2.25 * max(ct.spacing)
     comps: list[ImplantComponent] = []
     carrier_comps: list[tuple[_Part, ImplantComponent]] = []
     used: dict[str, int] = {}
@@ -589,7 +616,9 @@ def _name_parts(
                 e1,
             )  # the head (lateral end) lies farther out of bone than the tip in the femoral head
         name = f"{side} dynamic hip screw" + ("" if n_hip == 1 else f" {n_hip}")
-        flags = _screw_flags(h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend, slab, vox_mm3)
+        flags = _screw_flags(
+            h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend, slab, vox_mm3, carrier_tree, contact_mm
+        )
         comps.append(_component(len(comps) + 1, name, "screw", side, h, ct, (e1, e2), flags))
     trees = [(cKDTree(p.pts), p, c) for p, c in carrier_comps]
     per_carrier: dict[str | None, list[tuple[_Part, _Part | None, ImplantComponent | None]]] = {}
@@ -643,6 +672,8 @@ def _name_parts(
                 bend,
                 slab,
                 vox_mm3,
+                carrier_tree,
+                contact_mm,
             )
             comp = _component(len(comps) + 1, name, "screw", side, s, ct, (e1, e2), flags)
             comp.carrier = ccomp.name if ccomp is not None else None
@@ -708,11 +739,14 @@ def _screw_flags(
     bend: tuple[float, float],
     slab: float,
     voxel_mm3: float,
+    carrier_tree: cKDTree | None = None,
+    contact_mm: float = 0.0,
 ) -> tuple[str, ...]:
     """``extruded``: head standing more than ``extrusion_mm`` proud of its plate (backed out), tip more than
     3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: the two arms
     of its centre line differ in direction by more than ``bend[0]`` degrees and fit ``bend[1]`` times
-    better than one line."""
+    better than one line, and still differ by more than ``bend[0]`` without the slabs that touch a
+    carrier (voxels within ``contact_mm`` of ``carrier_tree``) and were thinned by its shell."""
     flags = []
     tip_out = anatomy.sample(outside_bone_mm, tip)[0] > 3.0 * extrusion_mm
     proud = plate is not None and cKDTree(plate.pts).query(head)[0] > extrusion_mm
@@ -720,9 +754,13 @@ def _screw_flags(
     in_bone = (anatomy.sample(outside_bone_mm, s.pts[:: max(1, len(s.pts) // 1000)]) <= reach).mean()
     if tip_out or proud or in_bone < 0.2:
         flags.append("extruded")
-    angle, gain = _bend_fit(s.core or s, slab, voxel_mm3)
+    part = s.core or s
+    angle, gain = _bend_fit(part, slab, voxel_mm3)
     if angle > bend[0] and gain >= bend[1]:
-        flags.append("bent")
+        # confirmed without the slabs a carrier's shell thinned: a kink made by them vanishes, a bend stays
+        contact = None if carrier_tree is None else carrier_tree.query(part.pts)[0] <= contact_mm
+        if contact is None or not contact.any() or _bend_fit(part, slab, voxel_mm3, contact)[0] > bend[0]:
+            flags.append("bent")
     return tuple(flags)
 
 

@@ -164,16 +164,22 @@ def mip_cmd(
     gif: Annotated[
         Path | None, typer.Option("--gif", help="Also write a rotating MIP as an animated GIF.")
     ] = None,
+    mp4: Annotated[
+        Path | None, typer.Option("--mp4", help="Also write a rotating MIP as an H.264 MP4 video.")
+    ] = None,
     strip: Annotated[
         Path | None, typer.Option("--strip", help="Also write a PNG strip of rotating views.")
     ] = None,
-    n_angles: Annotated[int, typer.Option("--n-angles", help="Views over 360° for --gif/--strip.")] = 36,
+    n_angles: Annotated[int, typer.Option("--n-angles", help="Views over 360° for --gif/--mp4/--strip.")] = 36,
+    frame_ms: Annotated[
+        int, typer.Option("--frame-ms", help="Duration of one view in the GIF/MP4 (ms).")
+    ] = 120,
     cmap: Annotated[str, typer.Option("--cmap", help="Colour map (gray_r: black on white).")] = "gray_r",
     title: Annotated[str | None, typer.Option("--title", help="Figure title.")] = None,
     device: Annotated[str, typer.Option("--device", help="torch device.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
-    """Maximum-intensity projections (and optionally a rotating MIP GIF)."""
+    """Maximum-intensity projections (and optionally a rotating MIP as GIF, MP4 and/or PNG strip)."""
     from spectct.progress import Reporter
     from spectct.render.mip import mip_figure, rotating_mip
 
@@ -181,6 +187,12 @@ def mip_cmd(
     _png(out)
     if gif is not None and gif.suffix.lower() != ".gif":
         raise InputError(f"--gif {gif}: the animation is written as .gif")
+    if mp4 is not None and mp4.suffix.lower() != ".mp4":
+        raise InputError(f"--mp4 {mp4}: the video is written as .mp4")
+    if n_angles < 1:
+        raise InputError(f"--n-angles must be at least 1, got {n_angles}")
+    if frame_ms < 1:
+        raise InputError(f"--frame-ms must be at least 1, got {frame_ms}")
     if strip is not None:
         _png(strip, "--strip")
     try:
@@ -189,10 +201,12 @@ def mip_cmd(
         raise InputError(f"--angles must be a comma list of numbers, got {angles!r}") from None
     vol = _load(volume, reporter, "volume")
     mip_figure(vol, out, angles=angle_list, cmap=cmap, title=title, device=device)
-    if gif is not None or strip is not None:
+    if gif is not None or mp4 is not None or strip is not None:
         reporter.info(f"rotating MIP over {n_angles} views")
-        rotating_mip(vol, n_angles, gif, strip, cmap=cmap, title=title, device=device)
-    reporter.info(f"wrote {out}" + (f", {gif}" if gif else "") + (f", {strip}" if strip else ""))
+        rotating_mip(vol, n_angles, gif, strip, cmap=cmap, title=title, device=device, frame_ms=frame_ms,
+                     path_mp4=mp4)
+    written = [p for p in (out, gif, mp4, strip) if p is not None]
+    reporter.info("wrote " + ", ".join(str(p) for p in written))
 
 
 @render_app.command("vrt")

@@ -12,7 +12,10 @@ URL layout
 ``/assets/<name>``          a file of ``spectct/viewer/assets``
 ``/study/manifest.json``    what the study holds: volume URLs, findings, figures, what is missing
 ``/study/<key>``            one study file (``ct_nomar.nii.gz``, ``ct_mar.nii.gz``, ``spect.nii.gz``,
-                            ``findings.json``, ``figures/<name>``)
+                            ``findings.json``, ``figures/<name>`` for .png, .gif and .mp4 figures)
+
+Files are sent whole, or one byte range when the request asks for ``Range: bytes=a-b`` (RFC 9110 §14):
+browsers fetch ``video/mp4`` in ranges to seek, and some play a video only from a server that answers them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import hashlib
 import json
 import mimetypes
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -46,8 +48,9 @@ STUDY_VOLUMES = {
     "spect": Path("spect") / "spect.nii.gz",
 }
 VOLUME_LABELS = {"ct_nomar": "CT without MAR", "ct_mar": "CT with MAR", "spect": "SPECT (Bq/mL)"}
-FIGURE_SUFFIXES = (".png", ".gif")
+FIGURE_SUFFIXES = (".png", ".gif", ".mp4")
 ROTATING_MIP = "spect_mip_rotating.gif"
+ROTATING_MIP_VIDEO = "spect_mip_rotating.mp4"  # the same cine as H.264 video (optional)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _TYPES = {
@@ -57,6 +60,7 @@ _TYPES = {
     ".json": "application/json",
     ".png": "image/png",
     ".gif": "image/gif",
+    ".mp4": "video/mp4",
     ".gz": "application/octet-stream",  # NiiVue inflates .nii.gz itself: no Content-Encoding
     ".nii": "application/octet-stream",
 }
@@ -236,7 +240,7 @@ def scan_study(study: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     Parameters
     ----------
     study : a study folder in the pipeline's layout (``ct/ct_nomar.nii.gz``, ``ct/ct_mar.nii.gz``,
-        ``spect/spect.nii.gz``, ``findings.json``, ``figures/*.png|gif``), or a folder of DICOM files
+        ``spect/spect.nii.gz``, ``findings.json``, ``figures/*.png|gif|mp4``), or a folder of DICOM files
         (a CT series and an NM RECON TOMO file, in any sub-folders), which is converted to NIfTI on the way in.
     cache_dir : where DICOM conversions go; default ``<study>/.spectct-view-cache`` when the study is
         writable, else a folder under the user's cache.
@@ -303,6 +307,7 @@ def scan_study(study: str | os.PathLike, cache_dir: str | os.PathLike | None = N
                     files[f"figures/{f.name}"] = path
                     figures.append({"name": f.name, "url": f"/study/figures/{f.name}"})
     mip = next((fig["url"] for fig in figures if fig["name"] == ROTATING_MIP), None)
+    mip_video = next((fig["url"] for fig in figures if fig["name"] == ROTATING_MIP_VIDEO), None)
     if mip is None:
         missing.append(f"rotating MIP (figures/{ROTATING_MIP})")
     from spectct.render.colormaps import WINDOW_PRESETS
@@ -315,6 +320,7 @@ def scan_study(study: str | os.PathLike, cache_dir: str | os.PathLike | None = N
         "findings": findings,
         "figures": figures,
         "rotating_mip": mip,
+        "rotating_mip_video": mip_video,
         "missing": missing,
         "problems": problems,
     }
@@ -332,6 +338,33 @@ def _default_cache(root: Path) -> Path:
 def _asset_table() -> dict[str, Path]:
     """``/assets/<name>`` -> file, for the regular files shipped in the assets folder."""
     return {p.name: p for p in sorted(ASSETS_DIR.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one byte range ``[start, stop)`` a ``Range`` header asks of a ``size``-byte file (RFC 9110 §14.1.2).
+
+    None when the header is absent, malformed, not in bytes or asks for several ranges: the whole file is then
+    sent with 200, which the RFC allows a server to do for any range request. ``"unsatisfiable"`` (416) when
+    the single range starts at or beyond the end of the file, or is an empty suffix.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first or last) or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+        return None
+    if not first:  # suffix range: the last N bytes
+        n = int(last)
+        return "unsatisfiable" if n == 0 or size == 0 else (max(0, size - n), size)
+    start = int(first)
+    stop = size if not last else min(size, int(last) + 1)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, stop
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -360,13 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, head_only: bool) -> None:
         found = self._route()
         if found is None:
-            body = b"not found\n"
-            self.send_response(404)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head_only:
-                self.wfile.write(body)
+            self._plain(404, b"not found\n", head_only)
             return
         payload, ctype = found
         try:
@@ -374,9 +401,17 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the file went away after start-up
             self.send_error(404)
             return
-        self.send_response(200)
+        span = _byte_range(self.headers.get("Range"), size)
+        if span == "unsatisfiable":
+            self._plain(416, b"range not satisfiable\n", head_only, {"Content-Range": f"bytes */{size}"})
+            return
+        start, stop = span if span is not None else (0, size)
+        self.send_response(206 if span is not None else 200)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", str(stop - start))
+        if span is not None:
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self.send_header("Accept-Ranges", "bytes")
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
@@ -384,10 +419,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             if isinstance(payload, bytes):
-                self.wfile.write(payload)
+                self.wfile.write(payload[start:stop])
             else:
                 with open(payload, "rb") as fh:
-                    shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                    fh.seek(start)
+                    left = stop - start
+                    while left > 0:
+                        chunk = fh.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        left -= len(chunk)
+
+    def _plain(self, status: int, body: bytes, head_only: bool, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         self._send(head_only=False)
