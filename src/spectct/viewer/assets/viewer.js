@@ -234,10 +234,23 @@
       $("#mip-missing").hidden = false;
       return;
     }
+    // the MP4 (seekable, with controls) when the study has one, else the GIF, which plays as a cine
+    let video = state.manifest.rotating_mip_video ? $("#mip-video") : null;
+    let el = video || img;
+    if (video) {
+      video.addEventListener("error", () => { // a browser without H.264 falls back to the GIF
+        video.hidden = true;
+        video = null;
+        el = img;
+        img.src = state.manifest.rotating_mip;
+        img.hidden = false;
+      });
+    }
     btn.addEventListener("click", () => {
-      const show = img.hidden;
-      if (show && !img.src) img.src = state.manifest.rotating_mip; // the GIF plays as a cine
-      img.hidden = !show;
+      const show = el.hidden;
+      if (show && !el.src) el.src = video ? state.manifest.rotating_mip_video : state.manifest.rotating_mip;
+      el.hidden = !show;
+      if (video) (show ? video.play() : video.pause())?.catch?.(() => {});
       btn.textContent = show ? "hide" : "show";
     });
   }
