@@ -163,11 +163,11 @@ def test_matrix_cache_is_bounded(monkeypatch):
 
     proj_mod.clear_matrix_cache()
     x = torch.ones((1, 16, 16))
-    for nv in (10, 12, 14, 16, 18):
+    for nv in range(10, 10 + 2 * (proj_mod._CACHE_ENTRIES + 2), 2):
         FanBeamProjector(CtGeometry().scaled(n_views=nv, n_channels=64), 16, 20.0).forward(x)
     assert len(proj_mod._CACHE) == proj_mod._CACHE_ENTRIES
     monkeypatch.setattr(proj_mod, "_CACHE_TOTAL_NNZ", 1)
-    FanBeamProjector(CtGeometry().scaled(n_views=20, n_channels=64), 16, 20.0).forward(x)
+    FanBeamProjector(CtGeometry().scaled(n_views=99, n_channels=64), 16, 20.0).forward(x)
     assert len(proj_mod._CACHE) == 1  # only the newest survives a tiny budget
     proj_mod.clear_matrix_cache()
 

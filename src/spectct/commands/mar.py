@@ -30,8 +30,9 @@ def register(app: typer.Typer) -> None:
             "--method", "-m", help="li, nmar or imar (iterated NMAR + frequency split).")] = "imar",
         mask_out: Annotated[Path | None, typer.Option(
             "--mask-out", help="Also write the metal mask (.nii.gz).")] = None,
-        iterations: Annotated[int, typer.Option(
-            "--iterations", min=1, max=10, help="NMAR passes of imar.")] = 2,
+        iterations: Annotated[int | None, typer.Option(
+            "--iterations", min=1, max=10,
+            help="NMAR passes of imar (default: 2 from raw data, 1 from an image).")] = None,
         n_pixels: Annotated[int | None, typer.Option(
             "--n-pixels", help="Raw input: image matrix (default: the scan's).")] = None,
         pixel_mm: Annotated[float | None, typer.Option(
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Metal artifact reduction (LI, NMAR, iMAR-like) from raw data or from a reconstructed CT."""
         import numpy as np
 
-        from spectct.ct.mar import METHODS, mar_image, mar_sinogram
+        from spectct.ct.mar import IMAR_ITERATIONS, METHODS, mar_image, mar_sinogram
         from spectct.ct.metal import metal_mask
         from spectct.io.nifti import write_nifti
         from spectct.progress import Reporter
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
             raw = load_raw(input)
             try:
                 result, mask = mar_sinogram(raw, method=method, n_pixels=n_pixels, pixel_mm=pixel_mm,
-                                            iterations=iterations, device=device, reporter=reporter,
+                                            iterations=iterations or IMAR_ITERATIONS, device=device, reporter=reporter,
                                             return_mask=True)
             except InputError as exc:
                 raise InputError(f"{input}: {exc}") from None

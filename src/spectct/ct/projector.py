@@ -54,7 +54,7 @@ _CACHE_NNZ = 240_000_000
 #: spill the dense operand out of the cache (measured best at 8–16 on the 2-core EPYC of the benchmarks)
 _PRODUCT_COLUMNS = 16
 #: cached matrices kept (least recently used dropped first).
-_CACHE_ENTRIES = 3
+_CACHE_ENTRIES = 8
 #: … and at most this many stored entries in all (≈ 2 GB)
 _CACHE_TOTAL_NNZ = 420_000_000
 
