@@ -54,7 +54,7 @@ def stage_ct_mar(ctx: StageContext) -> dict[str, Any]:
     from spectct.ct.study import mar_study
 
     return mar_study(ctx.study, method="imar", device=ctx.device, reporter=ctx.reporter,
-                     compare=ctx.settings.get("mar_compare", ()))
+                     compare=ctx.settings.get("mar_compare", ()), compare_every=ctx.settings.get("mar_compare_every", 1))
 
 
 def stage_spect_simulate(ctx: StageContext) -> dict[str, Any]:
