@@ -7,7 +7,7 @@ import pytest
 
 from spectct.ct.geometry import CtGeometry
 from spectct.ct.simulate import reconstruct_ct, simulate_ct
-from spectct.ct.sinogram_io import load_raw, save_raw
+from spectct.ct.sinogram_io import load_raw, load_reference, save_raw
 from spectct.errors import InputError
 from spectct.physics.spectrum import effective_energy, tube_spectrum
 from spectct.volume import Volume
@@ -108,6 +108,10 @@ def test_reference_and_metal_trace(tmp_path):
     back = load_raw(path)
     assert np.array_equal(back.sinogram, raw.sinogram) and np.array_equal(back.metal_trace, raw.metal_trace)
     assert back.geometry == raw.geometry and back.mu_water == raw.mu_water
+    assert np.array_equal(back.reference, raw.reference)
+    light = load_raw(path, reference=False)  # the reference stays on disk until asked for
+    assert light.reference is None and np.array_equal(light.metal_trace, raw.metal_trace)
+    assert np.array_equal(load_reference(path, [0]), raw.reference[[0]])
     vol = reconstruct_ct(back, n_pixels=N, pixel_mm=H)
     assert vol.unit == "HU" and vol.shape == (1, N, N)
     assert np.allclose(vol.center_world[:2], 0.0) and vol.origin[2] == pytest.approx(-5.0)

@@ -54,8 +54,12 @@ def save_raw(raw: CtRaw, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_raw(path: str | os.PathLike) -> CtRaw:
-    """Read a file written by :func:`save_raw`; malformed files raise :class:`InputError`."""
+def load_raw(path: str | os.PathLike, reference: bool = True) -> CtRaw:
+    """Read a file written by :func:`save_raw`; malformed files raise :class:`InputError`.
+
+    ``reference=False`` leaves the metal-free reference sinogram on disk (``CtRaw.reference`` is None;
+    :func:`load_reference` reads it when needed), halving the memory a 1-mm scan takes.
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -67,8 +71,8 @@ def load_raw(path: str | os.PathLike) -> CtRaw:
             geometry = CtGeometry.from_dict(meta["geometry"])
             sino = z["sinogram"]
             geometry.check_sinogram(sino.shape, name=f"{path}: sinogram")
-            trace = np.unpackbits(z["metal_trace"], axis=-1, count=sino.shape[-1]).astype(bool)
-            reference = z["reference"] if "reference" in z.files else None
+            trace = np.unpackbits(z["metal_trace"], axis=-1, count=sino.shape[-1]).view(bool)  # 0/1 bytes
+            reference = z["reference"] if reference and "reference" in z.files else None
             return CtRaw(sinogram=sino, reference=reference, metal_trace=trace, geometry=geometry,
                          z_mm=z["z_mm"], mu_water=float(meta["mu_water"]),
                          isocenter_xy_mm=tuple(meta["isocenter_xy_mm"]), n_pixels=int(meta["n_pixels"]),
@@ -82,3 +86,17 @@ def load_raw(path: str | os.PathLike) -> CtRaw:
         raise InputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, TypeError) as exc:
         raise InputError(f"{path}: not a readable CT raw-data file ({exc})") from None
+
+
+def load_reference(path: str | os.PathLike, slices=None) -> np.ndarray | None:
+    """The metal-free reference sinogram of a file written by :func:`save_raw` (``slices``: those only),
+    or None when the file has none."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "reference" not in z.files:
+                return None
+            ref = z["reference"]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable CT raw-data file ({exc})") from None
+    return ref if slices is None else np.ascontiguousarray(ref[slices])

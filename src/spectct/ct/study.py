@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,20 +35,24 @@ def mar_study(study: Study, method: str = "imar", device: str = "cpu", reporter:
     """
     from spectct.ct.mar import mar_sinogram
     from spectct.ct.mar_metrics import artifact_metrics
-    from spectct.ct.sinogram_io import load_raw
+    from spectct.ct.sinogram_io import load_raw, load_reference
     from spectct.io.nifti import read_nifti, write_nifti
 
     t0 = time.perf_counter()
-    raw = load_raw(study.path("ct/sinogram.npz"))
+    raw_path = study.path("ct/sinogram.npz")
+    raw = load_raw(raw_path, reference=False)  # the reference is read for the compared slices only
     reporter.info(f"MAR ({method}) on {raw.sinogram.shape[0]} slices")
     mar, mask = mar_sinogram(raw, method=method, device=device, reporter=reporter, return_mask=True)
     nomar = read_nifti(study.path("ct/ct_nomar.nii.gz"))
     metrics: dict[str, Any] = {}
     every = max(1, int(compare_every))
-    if raw.reference is not None:
-        sel = np.arange(0, raw.sinogram.shape[0], every)
-        part = raw if every == 1 else _slices(raw, sel)
-        ref = reconstruct_ct(part, n_pixels=raw.n_pixels, pixel_mm=raw.pixel_mm, device=device,
+    sel = np.arange(0, raw.sinogram.shape[0], every)
+    reference = load_reference(raw_path, sel)
+    if reference is not None:
+        part = replace(raw, sinogram=raw.sinogram[sel], reference=reference, metal_trace=raw.metal_trace[sel],
+                       z_mm=raw.z_mm[sel])
+        del raw
+        ref = reconstruct_ct(part, n_pixels=part.n_pixels, pixel_mm=part.pixel_mm, device=device,
                              sinogram=part.reference)
         metal = mask.data.astype(bool)[sel]
         px = (mar.spacing[1], mar.spacing[2])
@@ -67,10 +72,3 @@ def mar_study(study: Study, method: str = "imar", device: str = "cpu", reporter:
                                   "metrics": clean}, seconds)
     return {"method": method, "band_rmse": {k: d.get("rmse_band") for k, d in clean.items()}}
 
-
-def _slices(raw, sel: np.ndarray):
-    """The raw data of the slices ``sel`` (equally spaced) as a :class:`~spectct.ct.simulate.CtRaw`."""
-    from dataclasses import replace
-
-    return replace(raw, sinogram=raw.sinogram[sel], reference=raw.reference[sel], metal_trace=raw.metal_trace[sel],
-                   z_mm=raw.z_mm[sel])
