@@ -9,7 +9,9 @@ The phantom is a water cylinder (radius 105 mm of the 128-matrix field scaled to
 three hot spheres 5:1; data are Poisson counts of the model's own projections plus a smooth scatter
 background (35 %), reconstructed with the scatter as additive term. Reported: model build (rotations,
 attenuation cache) and sensitivity time, seconds per full iteration, total, uniform-region bias and COV,
-sphere recovery coefficients. The peer (PyTomography) is run separately in its own environment.
+sphere recovery coefficients. The peer (PyTomography) is run separately in its own environment
+(``--peer case.npz`` with the peer's Python); ``benchmarks/peer_osem.sh`` runs both back to back on one
+saved case and writes one JSON. ``--json PATH`` writes either mode's result as JSON.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def run(
         "device": device,
         "build_s": t_build,
         "first_iteration_s": times[0],
+        "iteration_s": [float(v) for v in times],
         "per_iteration_s": float(np.mean(times[1:] or times)),
         "osem_total_s": t_total,
         "uniform_mean": float(u.mean()),
@@ -128,7 +131,7 @@ def peer_pytomography(case: Path, threads: int) -> dict:
     [view, column, z]; its angle convention is matched to ours by the orientation whose forward projection
     of the phantom correlates best with our data.
     """
-    import pytomography  # noqa: F401
+    import pytomography
     from pytomography.algorithms import OSEM
     from pytomography.likelihoods import PoissonLogLikelihood
     from pytomography.metadata.SPECT import SPECTObjectMeta, SPECTProjMeta, SPECTPSFMeta
@@ -166,24 +169,65 @@ def peer_pytomography(case: Path, threads: int) -> dict:
         )
 
     ours = d["angles"]
-    truth_proj = to_pt_proj(d["data"] - d["scatter"])
+    # Orientation check on every 8th view only (a full forward projection per candidate is costly at 128³);
+    # not part of the timed reconstruction.
+    pick = np.arange(0, n_v, 8)
+    truth_proj = to_pt_proj(d["data"][pick] - d["scatter"][pick])
+    t_check = time.perf_counter()
     best = None
     for name, ang in (("θ", ours), ("-θ", -ours), ("θ+180", ours + 180), ("180-θ", 180 - ours)):
         ang = np.mod(ang, 360.0)
-        fp = system(ang).forward(to_pt_obj(d["act"]))
+        proj_meta = SPECTProjMeta((n_c, n_r), (px_cm, px_cm), ang[pick], radii=d["radii"][pick] / 10.0)
+        sm_check = SPECTSystemMatrix(
+            obj2obj_transforms=[
+                SPECTAttenuationTransform(attenuation_map=to_pt_obj(d["mu"] * 10.0)),
+                SPECTPSFTransform(psf_meta),
+            ],
+            proj2proj_transforms=[],
+            object_meta=obj_meta,
+            proj_meta=proj_meta,
+        )
+        fp = sm_check.forward(to_pt_obj(d["act"]))
         r = float(np.corrcoef(fp.cpu().numpy().ravel(), truth_proj.numpy().ravel())[0, 1])
         if best is None or r > best[1]:
             best = (name, r, ang)
+    t_check = time.perf_counter() - t_check
+
+    class _Clock:  # PyTomography callback: time stamp after the last subset of every iteration
+        def __init__(self):
+            self.stamps: list[float] = []
+
+        def run(self, obj, n_iter, n_subset):
+            if n_subset == int(d["subsets"]) - 1:
+                self.stamps.append(time.perf_counter())
+            return obj
+
+        def finalize(self, obj):
+            return None
+
     t0 = time.perf_counter()
     sm = system(best[2])
     lik = PoissonLogLikelihood(sm, to_pt_proj(d["data"]), to_pt_proj(d["scatter"]))
-    rec = OSEM(lik)(n_iters=int(d["iterations"]), n_subsets=int(d["subsets"]))
+    t_matrix = time.perf_counter() - t0
+    lik._set_n_subsets(int(d["subsets"]))  # subset sensitivities A_bᵀ1 (OSEM reuses them)
+    t_sens = time.perf_counter() - t0 - t_matrix
+    clock = _Clock()
+    t_it0 = time.perf_counter()
+    rec = OSEM(lik)(n_iters=int(d["iterations"]), n_subsets=int(d["subsets"]), callback=clock)
     seconds = time.perf_counter() - t0
+    per_it = np.diff([t_it0, *clock.stamps])
     img = from_pt_obj(rec) / float(d["scale"])
     ours_img = d["image"]
     uni = d["uniform"]
+    np.save(case.with_name("peer_image.npy"), img.astype(np.float32))
+    body = d["mu"] > 0
+    truth = d["act"][body].ravel()
     return {
         "seconds": seconds,
+        "setup_s": t_matrix,
+        "sensitivity_s": t_sens,
+        "iteration_s": [float(v) for v in per_it],
+        "orientation_check_s": t_check,
         "orientation": best[0],
         "orientation_r": best[1],
         "uniform_peer": float(img[uni].mean()),
@@ -191,8 +235,12 @@ def peer_pytomography(case: Path, threads: int) -> dict:
         "cov_peer": float(img[uni].std() / img[uni].mean()),
         "rc_peer": [float(img[m].mean() / 5.0) for m in d["masks"]],
         "rc_ours": [float(ours_img[m].mean() / 5.0) for m in d["masks"]],
-        "corr_body": float(np.corrcoef(img[d["mu"] > 0].ravel(), ours_img[d["mu"] > 0].ravel())[0, 1]),
+        "corr_body": float(np.corrcoef(img[body].ravel(), ours_img[body].ravel())[0, 1]),
+        "corr_truth_peer": float(np.corrcoef(img[body].ravel(), truth)[0, 1]),
+        "corr_truth_ours": float(np.corrcoef(ours_img[body].ravel(), truth)[0, 1]),
         "ours_seconds": float(d["seconds"].sum()),
+        "threads": torch.get_num_threads(),
+        "pytomography": pytomography.__version__ if hasattr(pytomography, "__version__") else "?",
     }
 
 
@@ -212,12 +260,18 @@ def main() -> None:
         default=None,
         help="run PyTomography on a saved case.npz (use the peer environment's python)",
     )
+    ap.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.peer is not None:
-        print(json.dumps(peer_pytomography(args.peer, args.threads), indent=1))
+        res = peer_pytomography(args.peer, args.threads)
+        print(json.dumps(res, indent=1))
+        if args.json is not None:
+            args.json.write_text(json.dumps(res, indent=1))
         return
     r = run(args.matrix, args.stops, args.iterations, args.subsets, args.device, save=args.save)
+    if args.json is not None:
+        args.json.write_text(json.dumps(r, indent=1))
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
     model_name = next(
         (line.split(":", 1)[1].strip() for line in cpu if line.startswith("Model name")), platform.processor()
