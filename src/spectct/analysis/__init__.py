@@ -23,7 +23,7 @@ from spectct.analysis.findings import (
     validate_findings,
     write_findings,
 )
-from spectct.analysis.hotspots import background_statistics, body_mask_on, detect_hotspots
+from spectct.analysis.hotspots import SMOOTH_MM, background_statistics, body_mask_on, detect_hotspots
 from spectct.analysis.implants import ImplantComponent, decompose_implants, implants_to_json
 from spectct.analysis.localize import localize
 from spectct.analysis.tracer import TracerReading, reading_rules
@@ -72,6 +72,7 @@ def analyze_study(
     k: float = 5.0,
     figures: bool = True,
     tracer: str | None = None,
+    smooth_mm: float = SMOOTH_MM,
 ) -> dict:
     """Read a SPECT/CT study: implants, foci, their localization, classification and dual-time change.
 
@@ -94,6 +95,9 @@ def analyze_study(
         leukocytes" or "177Lu-PSMA-617". Labelled leukocytes (or not stated, with a leukocyte radionuclide)
         → marrow-versus-infection rules; anything else → neutral "focal uptake" / "symmetric uptake"
         classes without an infection claim (:func:`spectct.analysis.tracer.reading_rules`).
+    smooth_mm : σ (mm) of the Gaussian detection filter of the hot-spot search (at least one voxel;
+        :func:`spectct.analysis.hotspots.detection_image`). The default suits count-poor leukocyte SPECT on
+        any grid; a low-noise image may be read with a smaller one (down to its voxel) to keep thin tracts.
 
     Returns
     -------
@@ -124,9 +128,9 @@ def analyze_study(
     body = body_mask_on(spect, anatomy, device=device)
     if body.sum() < 10:
         raise GeometryError("SPECT field of view contains no body of the CT: the two volumes do not overlap")
-    background = background_statistics(spect, body, k=k)
+    background = background_statistics(spect, body, k=k, smooth_mm=smooth_mm, device=device)
     reporter.info("detecting hot spots")
-    hotspots = detect_hotspots(spect, anatomy=anatomy, background=background, device=device)
+    hotspots = detect_hotspots(spect, anatomy=anatomy, background=background, smooth_mm=smooth_mm, device=device)
     prefer_screw_mm = screw_preference_mm(spect)
     findings = localize(hotspots, implants, anatomy, prefer_screw_mm=prefer_screw_mm)
     dual_doc = None
@@ -158,6 +162,7 @@ def analyze_study(
             late_decay_corrected=late_decay_corrected,
             anatomy=anatomy,
             background=background,
+            smooth_mm=smooth_mm,
             device=device,
         )
         for h in new:

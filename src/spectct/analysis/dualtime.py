@@ -153,12 +153,14 @@ def new_late_foci(
     background=None,
     grow_mm: float = 12.0,
     device: str = "cpu",
+    smooth_mm: float | None = None,
 ) -> tuple[list[Hotspot], float]:
     """Foci of the late image (decay-corrected, on the early grid) whose maximum lies outside every early focus
     grown by ``grow_mm``: uptake that appeared over time (EANM: increasing → infection).
 
     The early background threshold is used, so both images are read on one absolute scale. Returns the
-    new foci (numbered from 1, on the early grid) and the decay factor used.
+    new foci (numbered from 1, on the early grid) and the decay factor used. ``smooth_mm`` is the detection
+    filter of the early reading (None: the default of :func:`spectct.analysis.hotspots.detect_hotspots`).
     """
     from spectct.analysis.hotspots import detect_hotspots
 
@@ -170,7 +172,8 @@ def new_late_foci(
     for h in early:
         covered[tuple(h.indices.T)] = True
     covered = ndimage.binary_dilation(covered, structure=_ball(1, early_spect.spacing, grow_mm))
-    found = detect_hotspots(late, anatomy=anatomy, background=background, device=device)
+    kw = {} if smooth_mm is None else {"smooth_mm": smooth_mm}  # the early image's detection filter
+    found = detect_hotspots(late, anatomy=anatomy, background=background, device=device, **kw)
     new = []
     for h in found:
         idx = np.clip(

@@ -5,6 +5,11 @@ refined maximum to the component's voxels, in mm). When the nearest is a plate o
 if it is within ``prefer_screw_mm`` of that distance — measured to the screw's voxels or to its axis
 extended 12 mm beyond the head through the plate hole — because the screw is the more specific
 answer at a SPECT resolution of ≈ 10 mm (a focus at a screw head is as near the plate as the screw).
+
+A maximum that the CT anatomy places in the pelvis but that lies within ``at_mm`` of a femoral implant
+(an intramedullary nail and its locking screws, a dynamic hip screw and its plate) is in the femur: those implants sit in
+the femur's canal, neck and head, which the anatomy's femur extent (cut at the lowest bone crossing the
+midline, see :mod:`spectct.analysis.anatomy`) leaves to the pelvis when the femur touches it.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ def localize(
                 "soft tissue",
             )
         comp, dist = index.nearest(peak, prefer_screw_mm)
+        if structure == "pelvis" and dist is not None and dist <= at_mm and _femoral(comp):
+            structure = "femur"
         nearby = [c.name for d, c in index.distances(h.points_lps) if d <= nearby_mm] if index.items else []
         tract, along = None, None
         if h.elongated and not (h.shape == "tract" and h.reaches_skin):
@@ -151,6 +158,15 @@ def localize(
         f.description = describe(f)
         findings.append(f)
     return findings
+
+
+def _femoral(c: ImplantComponent) -> bool:
+    """An implant anchored in the femur (names from :mod:`spectct.analysis.implants`): an intramedullary
+    nail and its locking screws, a dynamic hip screw and its plate."""
+    names = (c.name, c.carrier or "")
+    return any("intramedullary nail" in n or "dynamic hip screw" in n for n in names) or (
+        c.kind == "screw" and " nail " in f" {c.name} "
+    )
 
 
 def _along_carrier(h: Hotspot, index: _ImplantIndex, nearby_mm: float, along_deg: float) -> str | None:
