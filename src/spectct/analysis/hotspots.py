@@ -40,7 +40,7 @@ along a nail or plate without reaching the skin back into uptake along that impl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -226,7 +226,9 @@ def detect_hotspots(
         if region.sum() < min_vox:
             continue
         spots.append(_describe(len(spots) + 1, region, data, spect, background, anatomy, depth, in_bone))
-    return spots
+    # found in order of the smoothed peak; numbered hottest first by the measured peak, as they are reported
+    spots.sort(key=lambda f: -f.peak_bq_ml)
+    return [replace(f, id=i) for i, f in enumerate(spots, start=1)]
 
 
 # --------------------------------------------------------------------------- helpers
