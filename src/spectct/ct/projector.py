@@ -170,11 +170,11 @@ class FanBeamProjector:
 
     def _matrix(self, views: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         """Sparse CSR system matrix ``[len(views) · C, n²]`` of the given views (built view-chunk-wise)."""
-        parts = [self._samples(views[pos], dtype) for pos in self._view_chunks(len(views))]
-        counts = torch.cat([p[0] for p in parts])
-        cols = torch.cat([p[1] for p in parts])
-        vals = torch.cat([p[2] for p in parts])
-        del parts
+        counts, cols, vals = zip(*(self._samples(views[pos], dtype) for pos in self._view_chunks(len(views))),
+                                 strict=True)
+        counts = torch.cat(counts)
+        cols = torch.cat(cols)  # one array at a time, its parts dropped: 1.5× the matrix while building, not 2×
+        vals = torch.cat(vals)
         return _csr(counts, cols, vals, self.n_pixels**2)
 
     def _cache_key(self, dtype: torch.dtype) -> tuple:

@@ -89,6 +89,12 @@ def _release_caches() -> None:
 
     clear_matrix_cache()
     gc.collect()
+    try:  # hand freed heap pages back to the system (glibc), so the next stage starts lean
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_stages(study: Study, stages: Sequence[Stage], *, device: str = "cpu", reporter: Reporter | None = None,
