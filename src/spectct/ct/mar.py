@@ -473,9 +473,10 @@ def slices_per_batch_for(geometry: CtGeometry, n_pixels: int, device: str | torc
                          budget_bytes: int | None = None) -> int:
     """How many slices one MAR batch holds: about a dozen float32 sinograms and images per slice
     (measured, trace, prior sinogram, interpolated copies, images) within ``budget_bytes``
-    (default 1 GiB on a CPU, 8 GiB on a GPU); at least 1, at most 64."""
+    (default 256 MiB on a CPU — a few slices already fill the projector's products — and 8 GiB on a GPU);
+    at least 1, at most 64."""
     if budget_bytes is None:
-        budget_bytes = (8 << 30) if torch.device(device).type == "cuda" else (1 << 30)
+        budget_bytes = (8 << 30) if torch.device(device).type == "cuda" else (256 << 20)
     per_slice = 12 * 4 * (geometry.n_views * geometry.n_channels + n_pixels * n_pixels)
     return int(min(64, max(1, budget_bytes // per_slice)))
 
@@ -602,7 +603,7 @@ def mar_sinogram(
     unc = reconstruct_ct(raw, n_pixels=n, pixel_mm=h, filter=filter, device=dev, reporter=rep)
     mask = metal_mask(unc, threshold_hu=threshold_hu)
     metal_slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-    out = unc.data.astype(np.float32, copy=True)
+    out = unc.data.astype(np.float32, copy=False)  # corrected in place, batch by batch (each reads its own first)
     if metal_slices.size == 0:
         _warn_no_metal(rep, "the reconstructed CT", threshold_hu)
     mu_w = float(raw.mu_water)
