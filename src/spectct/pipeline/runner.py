@@ -129,10 +129,12 @@ def run_stages(study: Study, stages: Sequence[Stage], *, device: str = "cpu", re
         t0 = time.perf_counter()
         try:
             extra = stage.func(ctx) or {}
-        finally:
+        except BaseException:
             _release_caches()
+            raise
         seconds = time.perf_counter() - t0
-        study.record_run(stage.name, _normalise(stage.params), seconds)
+        study.record_run(stage.name, _normalise(stage.params), seconds)  # the stage is done: say so first
+        _release_caches()
         if extra:
             ctx.settings.setdefault("stage_info", {})[stage.name] = extra
         results.append(StageResult(stage.name, "ran", seconds))
