@@ -105,14 +105,8 @@ def running(study):
 
 def _raw_get(server, raw_path: str, method: str = "GET") -> tuple[int, bytes]:
     """Send ``GET raw_path`` byte for byte (no client-side normalisation of ``..`` or ``%2e``)."""
-    host, port = server.server_address[:2]
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(f"{method} {raw_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+    status, _, body = _get_with_headers(server, raw_path, method=method)
+    return status, body
 
 
 # ---------------------------------------------------------------------------------------- study scan
