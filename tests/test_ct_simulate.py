@@ -117,6 +117,36 @@ def test_reference_and_metal_trace(tmp_path):
     assert np.allclose(vol.center_world[:2], 0.0) and vol.origin[2] == pytest.approx(-5.0)
 
 
+def test_simulation_streamed_to_disk_is_identical(tmp_path, monkeypatch):
+    """``save_to`` writes the scan block by block; the file holds exactly the in-memory result, and a
+    failure part-way leaves no file under the final name."""
+    from spectct.ct import simulate as sim
+    from spectct.io.stored_array import StoredArray
+
+    one = _phantom(rods=True)
+    lab = Volume(np.repeat(one.data, 3, axis=0), spacing=one.spacing, origin=one.origin, unit="label")
+    monkeypatch.setattr(sim, "_WORK_ELEMENTS", 1)  # one slice per block: three blocks
+    mem = simulate_ct(lab, NAMES, GEOM, seed=4)
+    disk = simulate_ct(lab, NAMES, GEOM, seed=4, save_to=tmp_path / "s.npz")
+    assert isinstance(disk.sinogram, StoredArray)
+    for name in ("sinogram", "reference", "metal_trace", "z_mm"):
+        assert np.array_equal(np.asarray(getattr(disk, name)), getattr(mem, name)), name
+    assert disk.mu_water == mem.mu_water and disk.geometry == mem.geometry
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the second block
+            raise RuntimeError("interrupted")
+        return original(*args, **kwargs)
+
+    original = sim._log_bhc
+    monkeypatch.setattr(sim, "_log_bhc", failing)
+    with pytest.raises(RuntimeError):
+        simulate_ct(lab, NAMES, GEOM, seed=4, save_to=tmp_path / "t.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="unobtainium"):
         simulate_ct(_phantom(), ["air", "unobtainium"], GEOM)

@@ -97,6 +97,7 @@ class FanBeamProjector:
         self._angles = geometry.angles_rad()
         self._gammas = geometry.fan_angles_rad()
         self._inners: dict[int, FanBeamProjector] = {}
+        self._crop = True  # project a zero-bordered image on a centred inner grid (:meth:`_empty_border`)
 
     @property
     def in_shape(self) -> tuple[int, int]:
@@ -237,10 +238,27 @@ class FanBeamProjector:
         free = min(int(rows[0]), n - 1 - int(rows[-1]), int(cols[0]), n - 1 - int(cols[-1]))
         return min(free // step * step, (n - 2 * step) // 2 // step * step)
 
+    def _inner_size(self, needed: int, dtype: torch.dtype) -> int:
+        """Inner grid to project on when ``needed`` pixels hold the image: the smallest inner grid of at
+        least that size whose matrix is already cached (a batch of thinner slices then reuses the matrix of
+        wider ones instead of building its own), else ``needed``; building one drops the cached matrices of
+        the smaller inner grids, which it supersedes."""
+        held = [size for size, inner in self._inners.items()
+                if size >= needed and _cache_get(inner._cache_key(dtype) + (False,), touch=False) is not None]
+        if held:
+            return min(held)
+        for size, inner in self._inners.items():
+            if size < needed:
+                for transpose in (False, True):
+                    _cache_drop(inner._cache_key(dtype) + (transpose,))
+        return needed
+
     def _inner(self, n_inner: int) -> FanBeamProjector:
         """The projector of the centred ``n_inner²`` sub-grid (same pixel size), kept per size."""
-        if n_inner not in self._inners:
-            self._inners[n_inner] = FanBeamProjector(self.geometry, n_inner, self.pixel_mm, device=self.device)
+        if n_inner not in self._inners:  # it projects what it is given (cropping again would defeat the reuse)
+            inner = FanBeamProjector(self.geometry, n_inner, self.pixel_mm, device=self.device)
+            inner._crop = False
+            self._inners[n_inner] = inner
         return self._inners[n_inner]
 
     def _slices_per_product(self, copies: int) -> int:
@@ -311,10 +329,12 @@ class FanBeamProjector:
             wanted = np.asarray(views, dtype=int).reshape(-1)
             if wanted.size and (wanted.min() < 0 or wanted.max() >= self.geometry.n_views):
                 raise InputError(f"view indices must lie in 0…{self.geometry.n_views - 1}")
-        if views is None:
+        if views is None and self._crop:
             k = self._empty_border(x)
             if k:  # zero border: the centred inner grid has the same pixel centres, rays and weights
-                return self._inner(self.n_pixels - 2 * k).forward(x[:, k:-k, k:-k])
+                k = (self.n_pixels - self._inner_size(self.n_pixels - 2 * k, x.dtype)) // 2
+                if k:
+                    return self._inner(self.n_pixels - 2 * k).forward(x[:, k:-k, k:-k])
         full = self._full_matrix(x.dtype, False) if views is None else None
         if full is None and views is not None and wanted.size * nc * self.n_pixels * 2 <= _CHUNK_NNZ:
             full = self._matrix(wanted, x.dtype)  # a few views (a topogram): build, use, drop
@@ -388,9 +408,13 @@ def _csr(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: i
 _CACHE: OrderedDict = OrderedDict()
 
 
-def _cache_get(key):
+def _cache_drop(key) -> None:
+    _CACHE.pop(key, None)
+
+
+def _cache_get(key, touch: bool = True):
     mat = _CACHE.get(key)
-    if mat is not None:
+    if mat is not None and touch:
         _CACHE.move_to_end(key)
     return mat
 

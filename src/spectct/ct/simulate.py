@@ -36,7 +36,9 @@ soft tissue: the truth a metal artifact reduction is judged against.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +49,7 @@ from spectct.ct.geometry import CtGeometry
 from spectct.ct.projector import FanBeamProjector, clear_matrix_cache, work_elements
 from spectct.device import resolve_device
 from spectct.errors import GeometryError, InputError
+from spectct.io.stored_array import StoredArray
 from spectct.physics.materials import get_material
 from spectct.physics.spectrum import CT_ANODE_ANGLE_DEG, CT_FILTRATION, tube_spectrum
 from spectct.progress import SILENT, Reporter
@@ -59,6 +62,14 @@ CALIBRATION_WATER_MM = 200.0
 _WORK_ELEMENTS = 32_000_000
 
 
+def _float32(data):
+    """``data`` as float32; a file-backed :class:`~spectct.io.stored_array.StoredArray` of float32 stays on
+    disk (read slice by slice where it is used)."""
+    if isinstance(data, StoredArray) and data.dtype == np.float32:
+        return data
+    return np.asarray(data, dtype=np.float32)
+
+
 @dataclass
 class CtRaw:
     """Raw data of a simulated (or imported) CT scan.
@@ -66,7 +77,8 @@ class CtRaw:
     Attributes
     ----------
     sinogram : ``[nz, n_views, n_channels]`` float32 line integrals after log and water
-        beam-hardening correction (1/mm × mm, dimensionless).
+        beam-hardening correction (1/mm × mm, dimensionless); a
+        :class:`~spectct.io.stored_array.StoredArray` when loaded from a file (read slice by slice).
     reference : same shape: the noise-free scan with metal replaced by soft tissue (MAR truth);
         may be ``None`` for imported data.
     metal_trace : same shape, bool: rays that cross any metal.
@@ -79,8 +91,8 @@ class CtRaw:
     frame_of_reference : frame of reference UID of the patient the scan belongs to.
     """
 
-    sinogram: np.ndarray
-    reference: np.ndarray | None
+    sinogram: np.ndarray | StoredArray
+    reference: np.ndarray | StoredArray | None
     metal_trace: np.ndarray
     geometry: CtGeometry
     z_mm: np.ndarray
@@ -92,13 +104,13 @@ class CtRaw:
     frame_of_reference: str | None = None
 
     def __post_init__(self) -> None:
-        self.sinogram = np.asarray(self.sinogram, dtype=np.float32)
+        self.sinogram = _float32(self.sinogram)
         self.geometry.check_sinogram(self.sinogram.shape)
         self.z_mm = np.asarray(self.z_mm, dtype=np.float64).reshape(-1)
         if self.z_mm.size != self.sinogram.shape[0]:
             raise InputError(f"sinogram has {self.sinogram.shape[0]} slices but {self.z_mm.size} z positions")
         if self.reference is not None:
-            self.reference = np.asarray(self.reference, dtype=np.float32)
+            self.reference = _float32(self.reference)
             if self.reference.shape != self.sinogram.shape:
                 raise InputError(f"reference sinogram shape {self.reference.shape} != {self.sinogram.shape}")
         self.metal_trace = np.asarray(self.metal_trace, dtype=bool)
@@ -250,7 +262,8 @@ def simulate_ct(material_index: Volume, material_names: list[str], geometry: CtG
                 metal_free: bool = False,
                 polyenergetic: bool = True, noise: bool = True, electronic_noise_photons: float = 6.0,
                 n_pixels: int | None = None, pixel_mm: float | None = None,
-                isocenter_xy_mm: tuple[float, float] = (0.0, 0.0), bin_kev: float = 4.0) -> CtRaw:
+                isocenter_xy_mm: tuple[float, float] = (0.0, 0.0), bin_kev: float = 4.0,
+                save_to: str | os.PathLike | None = None) -> CtRaw:
     """Simulate the raw data of a fan-beam CT scan of a material map (see the module docstring).
 
     Parameters
@@ -272,6 +285,9 @@ def simulate_ct(material_index: Volume, material_names: list[str], geometry: CtG
     n_pixels, pixel_mm : simulation grid (defaults: the map's pixel size over ``geometry.fov_mm``).
     isocenter_xy_mm : LPS (x, y) of the rotation axis.
     bin_kev : width of the energy bins the spectrum is summed over.
+    save_to : write the raw data to this ``.npz`` (as :func:`spectct.ct.sinogram_io.save_raw` does) block
+        by block while simulating, instead of holding the scan in memory (3.3 GB at 1-mm clinical
+        sampling); the returned CtRaw then reads its sinograms from that file.
 
     Returns
     -------
@@ -310,9 +326,38 @@ def simulate_ct(material_index: Volume, material_names: list[str], geometry: CtG
     tabs = (torch.as_tensor(p_tab, dtype=torch.float32, device=dev),
             torch.as_tensor(l_tab, dtype=torch.float32, device=dev))
     v, c = geometry.sinogram_shape
-    sino = np.empty((nz, v, c), dtype=np.float32)
-    ref = np.empty((nz, v, c), dtype=np.float32)
-    trace = np.zeros((nz, v, c), dtype=bool)
+    z = grid.axis_coordinates()[0]
+    header = dict(geometry=geometry, z_mm=z, mu_water=beam.mu_water_eff, isocenter_xy_mm=isocenter_xy_mm,
+                  n_pixels=n, pixel_mm=h, effective_energy_kev=beam.effective_energy_kev,
+                  frame_of_reference=grid.frame_of_reference)
+    with contextlib.ExitStack() as stack:
+        if save_to is not None:
+            from spectct.ct.sinogram_io import raw_writer
+
+            write = stack.enter_context(raw_writer(save_to, (nz, v, c), **header))
+        else:
+            sino = np.empty((nz, v, c), dtype=np.float32)
+            ref = np.empty((nz, v, c), dtype=np.float32)
+            trace = np.zeros((nz, v, c), dtype=bool)
+
+            def write(s_part, r_part, t_part, z0):
+                sino[z0:z0 + s_part.shape[0]], ref[z0:z0 + s_part.shape[0]] = s_part, r_part
+                trace[z0:z0 + s_part.shape[0]] = t_part
+
+        _simulate_blocks(write, labels, coef, mu_k, fill, metal_k, beam, projector, n0, tabs, seed, dev, rep,
+                         metal_free=metal_free, noise=noise, electronic_noise_photons=electronic_noise_photons)
+    if save_to is not None:
+        from spectct.ct.sinogram_io import load_raw
+
+        return load_raw(save_to)
+    return CtRaw(sinogram=sino, reference=ref, metal_trace=trace, **header)
+
+
+def _simulate_blocks(write, labels, coef, mu_k, fill, metal_k, beam, projector, n0, tabs, seed, dev, rep, *,
+                     metal_free, noise, electronic_noise_photons) -> None:
+    """The scan of :func:`simulate_ct`, block of slices by block: ``write(sino, ref, trace, z0=…)``."""
+    nz, n = labels.shape[0], labels.shape[1]
+    v, c = projector.geometry.sinogram_shape
     k_all = coef.shape[0]
     chunk = max(1, work_elements(dev, _WORK_ELEMENTS) // (max(1, k_all) * v * c))
     starts = list(range(0, nz, chunk))
@@ -345,15 +390,10 @@ def simulate_ct(material_index: Volume, material_names: list[str], geometry: CtG
         t_ref = t_e.clone()
         if not metal_free and ref_hit is not None:
             t_ref[hit] = _transmission(ref_hit, mu_k[:, act], beam)[0]
-        trace[z0:z1] = (metal_len > 1e-3).cpu().numpy()
         if noise:
             t_e = _add_noise(t_e, t_ph, n0, electronic_noise_photons, seed, z0, dev)
-        sino[z0:z1] = _log_bhc(t_e, n0, tabs).cpu().numpy()
-        ref[z0:z1] = _log_bhc(t_ref, n0, tabs).cpu().numpy()
-    z = grid.axis_coordinates()[0]
-    return CtRaw(sinogram=sino, reference=ref, metal_trace=trace, geometry=geometry, z_mm=z,
-                 mu_water=beam.mu_water_eff, isocenter_xy_mm=isocenter_xy_mm, n_pixels=n, pixel_mm=h,
-                 effective_energy_kev=beam.effective_energy_kev, frame_of_reference=grid.frame_of_reference)
+        write(_log_bhc(t_e, n0, tabs).cpu().numpy(), _log_bhc(t_ref, n0, tabs).cpu().numpy(),
+              (metal_len > 1e-3).cpu().numpy(), z0=z0)
 
 
 def _transmission(lengths: torch.Tensor, mu: np.ndarray, beam: Beam) -> tuple[torch.Tensor, torch.Tensor]:
@@ -456,7 +496,6 @@ def simulate_ct_study(study, *, kv: float = 110.0, mas: float = 150.0, views: in
 
     from spectct.ct.drr import ct_figures, topogram, topogram_png
     from spectct.ct.fbp import FILTERS
-    from spectct.ct.sinogram_io import save_raw
     from spectct.io.nifti import read_nifti, write_nifti
 
     t_start = time.time()
@@ -492,15 +531,12 @@ def simulate_ct_study(study, *, kv: float = 110.0, mas: float = 150.0, views: in
     material_index = _study_material_map(study, grid, names, truth_map, phantom_seed, rep, device)
     rep.info(f"CT: {geometry.kvp:g} kV, {geometry.mas:g} mAs, {geometry.n_views} views × "
              f"{geometry.n_channels} channels, {nz} slices of {slice_mm:g} mm, {n_pix}² × {pixel_mm:.3f} mm")
-    raw = simulate_ct(material_index, names, geometry, seed=seed, device=device, reporter=rep,
-                      n_pixels=n_pix, pixel_mm=pixel_mm)
-    del material_index
     out = study.ct
-    save_raw(raw, out / "sinogram.npz")
-    # the reconstruction needs neither the metal-free reference nor the projector's matrix: free them
-    # before the back-projection matrix is built (≈ 2.3 GB at 1-mm clinical sampling)
-    raw.reference = None
-    clear_matrix_cache()
+    # streamed to disk while simulated: the 1-mm scan and its reference never sit in memory together
+    raw = simulate_ct(material_index, names, geometry, seed=seed, device=device, reporter=rep,
+                      n_pixels=n_pix, pixel_mm=pixel_mm, save_to=out / "sinogram.npz")
+    del material_index
+    clear_matrix_cache()  # the reconstruction does not need the projector's matrix: free it first
     ct = reconstruct_ct(raw, n_pixels=n_pix, pixel_mm=pixel_mm, filter=filter, device=device, reporter=rep)
     topo = topogram(truth_map, names, kv, geometry=geometry, device=device, reporter=rep)
     write_nifti(ct, out / "ct_nomar.nii.gz")
