@@ -12,12 +12,13 @@ as missing data and fill them in from their neighbours in the same view, then re
   interpolation no longer has to bridge them and introduces fewer new streaks.  The first prior is
   classified from the brighter of the uncorrected and the LI image (:func:`first_prior_source`).
 - **iMAR-like** — NMAR repeated with the prior re-derived from the previous corrected image, followed by
-  frequency-split MAR (FSMAR; Meyer, Raupach, Lell, Schmidt & Kachelrieß, Med Phys 39 (2012)
-  1904–1916): the low spatial frequencies come from the corrected image; the high frequencies close to
-  metal come from the uncorrected image, which was reconstructed from all measured rays and keeps edges
-  that interpolation blurs; far from metal they come from the corrected image.  The weight falls off
-  with the distance to metal.  Siemens' iMAR itself is not published in full: this is our reading of
-  the two papers it builds on, hence "-like".
+  a frequency split after FSMAR (Meyer, Raupach, Lell, Schmidt & Kachelrieß, Med Phys 39 (2012)
+  1904–1916): the low spatial frequencies come from the last NMAR image; the high frequencies close to
+  metal come from the first NMAR image, which keeps the bone next to metal that the refined prior loses
+  (FSMAR itself takes them from the uncorrected image; see :func:`correct_sinogram` for why not here);
+  far from metal everything comes from the last image.  The weight falls off with the distance to
+  metal.  Siemens' iMAR itself is not published in full: this is our reading of the two papers it
+  builds on, hence "-like".
 
 Two entry points share the machinery:
 
@@ -30,22 +31,19 @@ Two entry points share the machinery:
 Metal itself is written back from the uncorrected image, clipped at 3071 HU.
 
 Measured performance (benchmarks/results/mar.md): on the raw path every method lowers the RMSE within 2
-cm of metal; the iMAR-like method has the lowest error away from metal and the best SSIM everywhere, but
-on a titanium plate with screws one NMAR pass has the lower near-metal RMSE. That difference lies
-entirely in the one-pixel ring next to the metal mask; from 2 mm outwards the iMAR-like image is the
-better one there too. At 2-mm pixels the 2500-HU mask of the screws (1.6× the metal's area) swallows the
-bone between and around them; the prior, as in Meyer et al. (2010), fills metal with soft tissue, and
-bone missing from the prior does not come back next to the mask. Even a prior classified from the
-metal-free truth leaves 356 HU in that ring (the benchmark's "oracle prior" row), against 330 HU after
-one NMAR pass and 482 HU after the iMAR-like method: one NMAR pass does better there only because its
-first prior still holds the bright blooming rim of the uncorrected image, which stands in for the lost
-bone; the second pass, classified from a corrected image, drops the rim and part of the bone with it.
-With a mask of the metal's physical extent (half of each component's peak HU: within 4 % of the
-phantoms' metal area) the iMAR-like method beats NMAR on the plate too (148 vs 203 HU), but NMAR's first
-prior then carries the whole blooming rim and LI overtakes NMAR on the rods; neither mask gives the
-uncorrected > LI > NMAR ≥ iMAR-like order on every case, and the 2500-HU mask is kept. The image path
+cm of metal, and the iMAR-like method has the lowest error there on every benchmark case (steel rod, two
+CoCr stems, Ti plate with screws, the case phantom's steel plate and the 1-mm patient scan), 65–71 %
+below the uncorrected image, and the lowest error away from metal.  The metal mask (2500 HU) is larger
+than the metal (1.6× on the plate at 2-mm pixels) and swallows the bone it touches; the prior, as in
+Meyer et al. (2010), fills it with soft tissue, and bone missing from the prior does not come back next
+to the mask.  That is why a refined prior alone lost to one NMAR pass on the plate (its first prior's
+blooming rim stands in for the lost bone) and why the final split takes the fine structure next to
+metal from the first pass.  Checked and not adopted (all measured on the benchmark): keeping the first
+prior's bone next to the mask in the refined prior, filling the mask's rim in the refined prior from the
+surrounding tissue, a tighter trace from half of each metal component's peak in the refinement, and
+the FSMAR split with the uncorrected image (each won on some cases and lost on others).  The image path
 gains less (about half the near-metal error removed); there a second NMAR pass raised the near-metal
-error, so the iMAR-like method does one pass on images (:data:`IMAR_IMAGE_ITERATIONS`).
+error, so the iMAR-like method does one pass on images (:data:`IMAR_IMAGE_ITERATIONS`) and equals NMAR.
 """
 
 from __future__ import annotations
@@ -68,9 +66,11 @@ from spectct.progress import SILENT, Reporter
 from spectct.volume import Volume
 
 METHODS = ("li", "nmar", "imar")
-#: default number of NMAR passes of the iMAR-like method (the first prior from the LI image, the second
-#: from the first NMAR image).  In our 2-mm test phantoms the second pass lowered the band RMSE by
-#: 5–15 % and the error outside the band by 10–20 %; a third pass was not consistently better.
+#: default number of NMAR passes of the iMAR-like method (the first prior from the uncorrected and LI
+#: images, the second from the first NMAR image).  A third pass (split between the first and the third
+#: image) lowered the band RMSE of the steel rod and the case phantom (72 → 68, 136 → 130 HU) but raised
+#: it on the CoCr stems and the Ti plate (73 → 76, 121 → 134 HU): each refined prior loses more of the
+#: bone the mask swallowed.
 IMAR_ITERATIONS = 2
 #: default NMAR passes of the iMAR-like method on the image path (:func:`mar_image`).  Without raw data
 #: the pixels next to metal are rebuilt from the prior alone, so a prior refined from the first corrected
@@ -85,10 +85,14 @@ PRIOR_BONE_HU = 300.0
 #: Gaussian smoothing of the image before classification, mm (Meyer et al. 2010 smooth first so that
 #: noise and thin streaks do not flip classes)
 PRIOR_SMOOTH_MM = 1.0
-#: FSMAR: Gaussian that splits low from high frequencies, and the distance over which the weight of the
-#: uncorrected image's high frequencies falls from 1 (at the metal) to 1/e
-FS_SIGMA_MM = 1.0
-FS_DECAY_MM = 3.0
+#: frequency split of the iMAR-like method (:func:`frequency_split`): the Gaussian (σ, mm) that separates
+#: low from high spatial frequencies, and the distance from metal (mm) over which the weight of the first
+#: NMAR image's high frequencies falls from 1 to 1/e.  σ = 5 mm is wider than the blooming rim and the
+#: bone cortex next to metal (the detail the first pass keeps) and narrower than the streak bands the
+#: second pass removes; 10 mm is half the 2-cm band of the evaluation (benchmarks/results/mar.md: with
+#: σ = 3–6 mm and 6–30 mm the Ti plate's band RMSE ranged 129–119 HU, the steel rod's 66–77 HU).
+FS_SIGMA_MM = 5.0
+FS_DECAY_MM = 10.0
 #: HU range a CT image must fall in (below −1024: scanners' padding outside the field, −2048 or −3024;
 #: above 3071: extended-range reconstructions)
 HU_VALID_RANGE = (-3100.0, 32767.0)
@@ -194,32 +198,34 @@ def gaussian_2d(img: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return t.reshape(nz, ny, nx)
 
 
-def frequency_split(uncorrected: torch.Tensor, corrected: torch.Tensor, metal: torch.Tensor, pixel_mm: float,
+def frequency_split(detail: torch.Tensor, corrected: torch.Tensor, metal: torch.Tensor, pixel_mm: float,
                     sigma_mm: float = FS_SIGMA_MM, decay_mm: float = FS_DECAY_MM) -> torch.Tensor:
-    """Frequency-split combination of an uncorrected and an inpainting-corrected image (FSMAR).
+    """Frequency-split combination of two MAR images (after FSMAR, Meyer et al., Med Phys 39 (2012) 1904).
 
-    ``f = G_σ * f_corr + w · (f_unc − G_σ * f_unc) + (1 − w) · (f_corr − G_σ * f_corr)`` with
+    ``f = G_σ * f_corr + w · (f_det − G_σ * f_det) + (1 − w) · (f_corr − G_σ * f_corr)`` with
     ``w = exp(−d / decay)``, ``d`` the in-plane distance (mm) to the nearest metal pixel.
 
-    Meyer et al. (Med Phys 39 (2012) 1904–1916) take the low frequencies from the corrected image
-    (reliable: no streaks) and the high frequencies from the uncorrected one (complete: every measured
-    ray contributed), with a weight that favours the uncorrected high frequencies close to metal, where
-    interpolation loses the most detail.
+    Meyer et al. take the low spatial frequencies from the MAR-corrected image (reliable: no streaks)
+    and the high frequencies close to metal from the uncorrected one (complete: every measured ray
+    contributed), with a weight that favours those high frequencies near metal, where interpolation loses
+    the most detail.  The iMAR-like method (:func:`correct_sinogram`) passes the *first* NMAR image as
+    ``detail`` and the last one as ``corrected``: see :func:`correct_sinogram` for why.
 
     Parameters
     ----------
-    uncorrected, corrected : images ``[nz, ny, nx]`` (same unit).
+    detail : image whose high frequencies are kept near metal, ``[nz, ny, nx]``.
+    corrected : image that gives the low frequencies everywhere and the high ones far from metal.
     metal : boolean mask ``[nz, ny, nx]``.
     pixel_mm : pixel size in mm.
     sigma_mm : standard deviation of the Gaussian low-pass.
-    decay_mm : distance over which the uncorrected high frequencies' weight falls to 1/e.
+    decay_mm : distance over which the weight of ``detail``'s high frequencies falls to 1/e.
     """
     low_c = gaussian_2d(corrected, sigma_mm / pixel_mm)
     high_c = corrected - low_c
-    high_u = uncorrected - gaussian_2d(uncorrected, sigma_mm / pixel_mm)
+    high_d = detail - gaussian_2d(detail, sigma_mm / pixel_mm)
     dist = distance_to_metal(metal.cpu().numpy(), pixel_mm)
     w = torch.exp(-torch.as_tensor(dist, device=corrected.device, dtype=corrected.dtype) / decay_mm)
-    return low_c + w * high_u + (1.0 - w) * high_c
+    return low_c + w * high_d + (1.0 - w) * high_c
 
 
 def distance_to_metal(metal: np.ndarray, pixel_mm: float | tuple[float, float]) -> np.ndarray:
@@ -271,8 +277,29 @@ def correct_sinogram(
     pixel_mm : image pixel size.
     iterations : NMAR passes of ``"imar"`` (≥ 1); ignored by the others.
     frequency_split_mm : ``(sigma_mm, decay_mm)`` of the final :func:`frequency_split` of ``"imar"``;
-        ``None`` skips it (the result is then iterated NMAR).
+        ``None`` skips it (the result is then iterated NMAR).  With one pass there is nothing to split
+        and ``"imar"`` equals ``"nmar"``.
     reporter : progress messages.
+
+    Notes
+    -----
+    The iMAR-like method runs NMAR ``iterations`` times, each pass classifying its prior from the
+    previous pass's image (Meyer et al. 2010 already suggest the NMAR image as a better prior source
+    than the uncorrected one), and ends with a frequency split (Meyer et al. 2012) whose high
+    frequencies near metal come from the *first* NMAR image, the low frequencies and everything far
+    from metal from the last one.  The two passes fail in complementary ways.  The first prior is
+    classified from the uncorrected (or LI) image, whose blooming rim around the metal counts as bone;
+    the metal mask (2500 HU) is larger than the metal and swallows the bone it touches, which the prior
+    fills with soft tissue, so that rim stands in for the lost bone, and the first NMAR image keeps the
+    bone edges next to metal (where the metal lies in bone, e.g. a plate's screws) — but also a bright
+    ring where the metal lies in soft tissue or marrow, and residual streaks, which are broad.  The
+    refined prior removes most of those streaks and the false ring, and with them part of the true bone
+    next to the mask.  Taking the fine structure (below σ = :data:`FS_SIGMA_MM`) within about
+    :data:`FS_DECAY_MM` of metal from the first image and the rest from the second keeps the better
+    half of each.  The uncorrected image, FSMAR's own high-frequency source, was worse here: next to
+    metal its high frequencies hold the metal's own edge (thousands of HU), whose negative lobe
+    darkened the 2-mm ring by 300–500 HU in the Ti plate and the 1-mm patient scan
+    (benchmarks/results/mar.md).
     """
     rep = reporter or SILENT
     method = _check_method(method)
@@ -282,14 +309,17 @@ def correct_sinogram(
         return image
     image = first_prior_source(uncorrected_mu, image, pixel_mm)
     passes = max(1, int(iterations)) if method == "imar" else 1
+    first = None
     for it in range(passes):
         prior = nmar_prior(image, metal, mu_water, pixel_mm)
         sino_c = nmar_inpaint(sino, forward(prior), trace)
         image = reconstruct(sino_c)
+        if first is None:
+            first = image
         if passes > 1:
             rep.info(f"  NMAR pass {it + 1}/{passes}")
-    if method == "imar" and frequency_split_mm is not None:
-        image = frequency_split(uncorrected_mu, image, metal, pixel_mm, *frequency_split_mm)
+    if method == "imar" and frequency_split_mm is not None and passes > 1:
+        image = frequency_split(first, image, metal, pixel_mm, *frequency_split_mm)
     return image
 
 
@@ -595,9 +625,9 @@ def mar_sinogram(
     n = int(n_pixels or raw.n_pixels)
     h = float(pixel_mm or raw.pixel_mm)
     dev = resolve_device(device)
-    sino_all = np.asarray(raw.sinogram, dtype=np.float32)
+    sino_all = raw.sinogram  # float32 in memory, or a StoredArray (checked when loaded; read batch by batch)
     raw.geometry.check_sinogram(sino_all.shape, "raw CT sinogram")
-    if not np.all(np.isfinite(sino_all)):
+    if isinstance(sino_all, np.ndarray) and not np.all(np.isfinite(sino_all)):
         raise InputError("raw CT sinogram contains NaN or infinite values")
     proj = FanBeamProjector(raw.geometry, n, h, device=dev)  # raises for grids that do not fit
     unc = reconstruct_ct(raw, n_pixels=n, pixel_mm=h, filter=filter, device=dev, reporter=rep)
