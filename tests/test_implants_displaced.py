@@ -12,7 +12,9 @@ import pytest
 
 from spectct.analysis.anatomy import segment_anatomy
 from spectct.analysis.findings import FINDINGS_SCHEMA
-from spectct.analysis.implants import _shape, decompose_implants, implants_to_json, standoff_profile
+from spectct.analysis.implant_shape import principal_shape as _shape
+from spectct.analysis.implant_shape import standoff_profile
+from spectct.analysis.implants import decompose_implants, implants_to_json
 from spectct.pipeline.truthcheck import truth_checks
 from spectct.volume import Volume
 

@@ -14,9 +14,12 @@ Method
    nearer of two fitted axes until stable; k-plane clustering, Bradley & Mangasarian 2000,
    J Global Optim 16:23), kept only when each half lies well off the other's axis
    (median distance ≥ max(4.5 mm, 1.5 voxels) and ≥ 3 × the two-line residual — a single straight or bent
-   screw cut lengthwise gives halves within one radius of each other's axis). Fragments on one line (a screw
-   interrupted by the nail it passes through, or by its plate hole) are then joined, most collinear
-   first, never two touching pieces, never the two halves of a split, and never across two carriers.
+   screw cut lengthwise gives halves within one radius of each other's axis); a blob as wide as it is long
+   is tried from two starts and the split whose halves continue other fragments is kept
+   (``_split_touching``). Fragments on one line (a screw interrupted by the nail it passes through, or by
+   its plate hole) are then joined, most collinear first, never two touching pieces, never the two halves
+   of a split, and never across two carriers. A screw part thinner than ``MIN_SCREW_DIAMETER_MM`` is a
+   sliver of a carrier's skin and goes back to that carrier.
 4. Carriers are plates when flat (second principal width ≥ 1.8 × the third) and nails/rods otherwise;
    a nail is intramedullary when most of it lies inside bone. Each screw is attached to the carrier its
    pieces were joined across (a locking screw through its nail), else the carrier it touches (a plate
@@ -25,32 +28,28 @@ Method
 5. Flags: ``"extruded"`` when the screw has backed out — its head stands more than ``extrusion_mm``
    proud of its plate, its tip lies more than 3 × ``extrusion_mm`` outside bone (bicortical and locking
    screws normally protrude a few mm), or less than a fifth of it lies in bone. A screw is ``"bent"`` when
-   its centre line (slab centroids along the axis, a discrete skeleton) is fitted by two straight arms
-   meeting at a knee (two-phase regression with the join point searched over the centroids, Hudson 1966,
-   J Am Stat Assoc 61:1097) that (a) differ in direction by more than ``bend_deg`` (default 8°) and
-   (b) fit at least ``bend_gain`` (default 2.9) times better than one line (ratio of squared residual
-   sums). Each arm holds three centroids or more and spans at least 1.5 shank diameters (shorter, it is
-   an end cap). A slab centroid of a voxelised cylinder is off the true axis by up to about a quarter voxel
-   (0.5 mm at 2 mm voxels), so the direction of an arm of three centroids spanning two slabs (8 mm at
-   2 mm voxels) is uncertain by about atan(2 × 0.5 / 8) ≈ 7°: the angle alone cannot separate, and a
-   short arm that includes the knee under-reads a bend (12° measured for a 15–18° bend). Measured
-   (angle, gain) on the 2-mm case phantom (nominal CT, seeds 0–2, 48 screws, 9 bent) and the synthetic
-   screws of tests/test_analysis.py: every bent screw reads ≥ 12.3° with gain ≥ 3.25; a straight screw
-   reads either < 8° (largest 7.4°; the one straight screw with gain above 2.62, 4.4, reads 2.3°) or,
-   from 8.7° up to 18.4° (26-mm screws whose head cap tilts the centroid line), gain ≤ 2.62. So 2.9 is
-   the geometric mean of 2.62 and 3.25 (10 % margin on each side; the former 3.0 left 8 % to the bent
-   side) and 8° lies 4.3° below the smallest bent angle (the former 10° left 2.3°) and 5.7° above the
-   high-gain straight screw. A bend so found must be confirmed without the slabs a carrier's shell
-   thinned (slabs touching a carrier, within 2.25 voxels, that hold < 0.75 × the median of the other
-   slabs; see ``_slab_centroids``): the arms must still be measurable and still differ by more than
-   ``bend_deg``. On a reconstructed CT, blooming merges a plate screw with the nail it passes, the shell
-   takes the screw's nail-side half over 10–12 mm, and the centroids there shift 1.5–3 mm: straight
-   screws then read 31–43° with gains 3.3–11 from all slabs, and nothing (arms too short) without the
-   thinned ones. A real bend reads the same either way (case phantom: every bent screw ≥ 12.3° both
-   ways). See docs/findings.md for what the small demo reads. Carriers keep the centre-line deviation
-   test (``bend_mm``) on slabs holding at least half the median count (a 4-voxel sliver at a nail's tip
-   read 2.7 mm off a 69-voxel-per-slab line on the demo CT). The tip is the end deeper in bone, else the
-   end away from the carrier.
+   its centre line — sub-voxel section centres every half voxel, only where no other metal is near
+   (:mod:`spectct.analysis.implant_shape`) — is fitted by two straight arms meeting at a knee (two-phase
+   regression, Hudson 1966, J Am Stat Assoc 61:1097), each arm ≥ max(8 mm, 4 voxels) long, that differ in
+   direction by more than ``bend_deg`` (9.5°) *and* whose shorter arm's far end lies ≥ ``bend_dev_mm``
+   (1.5 mm) off the longer arm's line. The deviation is what the grid resolves: the phantom bends by
+   15–25° with a short arm of 11–14 mm, i.e. 2.8–5.9 mm off line, while the direction of a 10-mm arm
+   drawn from voxels 2 mm wide is uncertain by several degrees. Sections beside a carrier are left out
+   rather than corrected: the carrier's one-voxel shell took the screw's side facing it, and their centres
+   lie 1–3 mm off the axis (straight plate screws of the small demo read 31–43° "bends" from them with the
+   former slab-centroid fit). Measured (angle°, deviation mm), arms ≥ 8 mm:
+   - demo CTs after MAR (1 mm: standard demo, seed 0; 2 mm: small demo, seeds 0 and 1): bent screws
+     14.2–17.8°/2.4–3.2 mm (1 mm) and 14.4–21.6°/2.2–3.3 mm (2 mm); straight screws ≤ 12.8° with deviation
+     ≤ 0.6 mm, or deviation ≤ 1.9 mm with ≤ 8.0° (the small demo's proximal locking screw, whose tip blooms).
+     Nominal 2-mm case CT (no artefacts), seeds 0–2: the 9 bent screws flagged, no other.
+   - tests/test_implants_bend.py (screws beside a nail and a plate, blooming from a Gaussian blur of
+     0.8–1.5 mm): bent 11.1–15.6°/2.2–3.4 mm; straight ≤ 3.7°.
+   9.5° lies midway between 8.0° and 11.1°; 1.5 mm lies 0.9 mm above 0.6 and 0.7 mm below 2.2 mm. A screw
+   too close to a carrier along most of its length has no two measurable arms and is not flagged. The hip
+   screw is read on its lag screw alone (the barrel's metal counts as other metal). Carriers keep the
+   centre-line deviation test (``bend_mm``) on slabs holding at least half the median count (a 4-voxel
+   sliver at a nail's tip read 2.7 mm off a 69-voxel-per-slab line on the demo CT). The tip is the end
+   deeper in bone, else the end away from the carrier.
 6. A plate is ``"displaced"`` when it stands off the bone: along the plate's normal (its thinnest
    principal axis, turned towards the bone), rays leave the plate's mid-plane every ``slab`` mm along the
    plate (five across its width) and the soft tissue they cross before reaching cortex (bone followed by
@@ -77,12 +76,25 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from spectct.analysis.anatomy import BONE_HU, METAL_HU, Anatomy, segment_anatomy
+from spectct.analysis.anatomy import METAL_HU, Anatomy, segment_anatomy
+from spectct.analysis.implant_shape import (
+    fit_line,
+    line_distance,
+    plate_standoff,
+    principal_shape,
+    screw_bend,
+    screw_centre_line,
+)
 from spectct.errors import InputError
 from spectct.progress import SILENT, Reporter
 from spectct.volume import Volume
 
 DHS_DIAMETER_MM = 8.0  # lag screws of hip screw systems are 10–13 mm thick, cortical screws 3.5–5 mm
+#: A screw part thinner than this (equivalent cylinder diameter) is a sliver of a carrier's skin left by the
+#: opening, not a screw: the thinnest cortical screws have 3.5-mm shanks, which blooming only thickens
+#: (screws of the demo CTs read 4.8–6.6 mm; the sliver on the lateral end of the 1-mm demo's hip-screw
+#: barrel, formerly a third "plate screw", reads 2.5 mm).
+MIN_SCREW_DIAMETER_MM = 3.0
 
 
 @dataclass
@@ -160,8 +172,8 @@ def decompose_implants(
     min_screw_ml: float = 0.05,
     extrusion_mm: float = 5.0,
     bend_mm: float | None = None,
-    bend_deg: float = 8.0,
-    bend_gain: float = 2.9,
+    bend_deg: float = 9.5,
+    bend_dev_mm: float = 1.5,
     displaced_mm: float = 5.0,
     reporter: Reporter | None = None,
     device: str = "cpu",
@@ -179,7 +191,7 @@ def decompose_implants(
         more than three times).
     bend_mm : centre-line deviation that flags a carrier ``"bent"``; default max(2 mm, 0.75 voxel).
     bend_deg : angle between a screw's two arms above which it may be ``"bent"`` (see the module notes).
-    bend_gain : how many times better two arms must fit than one line for ``"bent"`` (module notes).
+    bend_dev_mm : how far the end of a screw's shorter arm must lie off the longer arm's line for ``"bent"``.
     displaced_mm : gap between a plate and the bone (along the plate normal) above which the plate is
         flagged ``"displaced"`` (see the module notes).
     reporter : progress messages.
@@ -222,13 +234,14 @@ def decompose_implants(
         pieces: list[_Part] = []
         apart: set[tuple[int, int]] = set()  # halves of a split fragment: two different screws
         for s in s_parts:
-            halves = _split_touching(s, ct_hu, min_vox)
+            halves = _split_touching(s, ct_hu, min_vox, others=s_parts)
             if len(halves) == 2:
                 apart.add((len(pieces), len(pieces) + 1))
             pieces += halves
         screws += _join_across_carriers(pieces, c_parts, ct_hu, apart=apart)
     return _name_parts(
-        carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm, (bend_deg, bend_gain), displaced_mm, metal_threshold_hu
+        carriers, screws, ct_hu, anatomy, extrusion_mm, bend_mm, (bend_deg, bend_dev_mm), metal, displaced_mm,
+        metal_threshold_hu,
     )
 
 
@@ -250,18 +263,7 @@ def implant_label_volume(components: list[ImplantComponent], ct: Volume) -> Volu
 
 
 # --------------------------------------------------------------------------- shape analysis
-def _shape(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, tuple[float, float]]:
-    """Centre, principal axes (rows, largest first), length along axis 1 and widths along axes 2, 3."""
-    center = pts.mean(axis=0)
-    if len(pts) < 3:
-        return center, np.eye(3), 0.0, (0.0, 0.0)
-    cov = np.cov((pts - center).T)
-    w, v = np.linalg.eigh(cov)
-    axes = v[:, ::-1].T
-    proj = (pts - center) @ axes.T
-    lo, hi = np.percentile(proj, [0.5, 99.5], axis=0)
-    ext = hi - lo
-    return center, axes, float(proj[:, 0].max() - proj[:, 0].min()), (float(ext[1]), float(ext[2]))
+_shape = principal_shape  # centre, principal axes, length and widths of a point cloud
 
 
 def _is_flat(part: _Part) -> bool:
@@ -445,119 +447,102 @@ def _centerline_deviation(part: _Part, slab_mm: float) -> float:
     cent, _ = _slab_centroids(part, slab_mm)
     if len(cent) < 3:
         return 0.0
-    c0, a0 = _fit_line(cent)
-    return float(_line_dist(cent, c0, a0).max())
+    c0, a0 = fit_line(cent)
+    return float(line_distance(cent, c0, a0).max())
 
 
-def _fit_line(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares line through points: (centroid, unit direction)."""
-    c = p.mean(axis=0)
-    _, _, vt = np.linalg.svd(p - c, full_matrices=False)
-    return c, vt[0]
-
-
-def _line_dist(p: np.ndarray, c: np.ndarray, a: np.ndarray) -> np.ndarray:
-    d = p - c
-    return np.linalg.norm(d - np.outer(d @ a, a), axis=1)
-
-
-def _slab_centroids(
-    part: _Part, slab_mm: float, contact: np.ndarray | None = None, thin: float = 0.75
-) -> tuple[np.ndarray, float]:
+def _slab_centroids(part: _Part, slab_mm: float) -> tuple[np.ndarray, float]:
     """Centroids of the slabs across the principal axis (in axis order) and the median slab's voxel count.
 
     Slabs with fewer than 3 voxels or less than half the median slab's voxels are left out: a slab only
     partly filled (the oblique end of a fragment, a sliver left beside a carrier) has a lopsided centroid.
-    With ``contact`` (per voxel: within reach of a carrier) a slab that touches a carrier is also left out
-    when it holds fewer than ``thin`` × the median count of the slabs that touch none: the part of the
-    screw that faced the carrier went with the carrier's one-voxel shell (``_split_component``), so its
-    centroid is pushed away from the carrier. On the small demo's reconstructed CT, where blooming merges
-    a plate screw with the nail it passes, such stretches run 10–12 mm with 4–7 voxels per 2-mm slab
-    against 10–12 elsewhere, and their centroids lie 1.5–3 mm off the screw's true axis: straight screws
-    read 31–43° "bends" from them. A slab that touches a carrier but is full (a locking screw leaving its
-    nail) is kept.
     """
     t = (part.pts - part.center) @ part.axes[0]
     bins = np.floor((t - t.min()) / slab_mm).astype(int)
     counts = np.bincount(bins)
     median = float(np.median(counts[counts > 0]))
     ok = counts >= max(3.0, 0.5 * median)
-    if contact is not None and contact.any():
-        touches = np.bincount(bins, weights=contact.astype(float), minlength=len(counts)) > 0
-        free = counts[~touches & (counts > 0)]
-        reference = float(np.median(free)) if free.size else median
-        ok &= ~(touches & (counts < thin * reference))
     sums = np.stack([np.bincount(bins, weights=part.pts[:, a]) for a in range(3)], axis=1)
     return sums[ok] / counts[ok, None], median
 
 
-def _bend_fit(
-    part: _Part, slab_mm: float, voxel_mm3: float, contact: np.ndarray | None = None
-) -> tuple[float, float]:
-    """Angle (degrees) between the two arms of the best two-segment fit to the slab centroids, and how
-    much better two arms fit than one line (ratio of the squared residual sums, one line / two arms).
-
-    Every centroid is tried as the knee; both arms (sharing the knee) need three centroids or more and
-    must span at least 1.5 shank diameters along the axis (the diameter from the median slab's area): a
-    shorter "arm" of a thick screw is mostly its end cap, whose centroids do not follow the axis. The knee
-    with the least total squared distance of the centroids from their arm's line wins. (0, 1) when the
-    screw is too short for two arms. ``contact`` marks the voxels next to a carrier (see
-    :func:`_slab_centroids`).
-    """
-    cent, median = _slab_centroids(part, slab_mm, contact)
-    min_arm = 1.5 * 2.0 * math.sqrt(median * voxel_mm3 / slab_mm / math.pi)
-    t = (cent - part.center) @ part.axes[0]
-    best = (math.inf, 0.0)
-    if len(cent) < 5:
-        return 0.0, 1.0
-    c0, d0 = _fit_line(cent)
-    sse1 = float((_line_dist(cent, c0, d0) ** 2).sum())
-    for b in range(2, len(cent) - 2):
-        if min(abs(t[b] - t[0]), abs(t[-1] - t[b])) < min_arm - 1e-6:
-            continue
-        arm1, arm2 = cent[: b + 1], cent[b:]
-        (c1, d1), (c2, d2) = _fit_line(arm1), _fit_line(arm2)
-        sse = float((_line_dist(arm1, c1, d1) ** 2).sum() + (_line_dist(arm2, c2, d2) ** 2).sum())
-        if sse < best[0]:
-            best = (sse, math.degrees(math.acos(min(1.0, abs(float(d1 @ d2))))))
-    if not math.isfinite(best[0]):
-        return 0.0, 1.0
-    return best[1], sse1 / max(best[0], 1e-6)
-
-
-def _split_touching(part: _Part, ct: Volume, min_vox: int, iterations: int = 20) -> list[_Part]:
+def _split_touching(
+    part: _Part, ct: Volume, min_vox: int, others: list[_Part] | None = None, iterations: int = 20
+) -> list[_Part]:
     """Split a fragment made of two touching screws side by side into the two screws (else return it).
 
-    A two-line k-means (k-lines): start from the halves on either side of the second principal axis,
-    then give each voxel to the nearer of the two fitted lines until the assignment is stable. The split
-    stands when both halves are screw-sized (≥ ``min_vox`` voxels, ≥ 8 mm long) and lie off each other's
-    axis: the median distance of one half's voxels from the other half's line is ≥ max(4.5 mm, 1.5 voxels)
-    (more than a shank diameter) and ≥ 3 × the mean two-line residual. A single screw, straight or bent,
-    cut lengthwise into two halves fails this (its halves lie within a radius, ~2–3 mm, of each other's
-    line), and so do thick lag screws, which are not split (equivalent diameter ≥ DHS_DIAMETER_MM).
+    A two-line k-means (k-lines): start from the halves on either side of a principal axis, then give each
+    voxel to the nearer of the two fitted lines until the assignment is stable. A split stands when both
+    halves are screw-sized (≥ ``min_vox`` voxels, ≥ 8 mm long) and lie off each other's axis: the median
+    distance of one half's voxels from the other half's line is ≥ max(4.5 mm, 1.5 voxels) (more than a
+    shank diameter) and ≥ 3 × the mean two-line residual. A single screw, straight or bent, cut lengthwise
+    into two halves fails this (its halves lie within a radius, ~2–3 mm, of each other's line), and so does a
+    thick cylinder such as a lag screw (halves 0.85 radius apart, residual half a radius).
+
+    The first start is across the second principal axis. A blob of two screws about as wide as it is long
+    (where the lowest plate screw of the case meets the head of the nail's locking screw: 20 × 19 × 7 mm)
+    may split either way, so a second start, across the first axis, is tried too and the two are ranked by
+    how many of their halves continue one of ``others`` (the other fragments of the same metal: a screw
+    interrupted by a plate or nail is continued beyond it; see :func:`_continues`); a tie keeps the first.
+    On the 2-mm demo CT the first start there gives two "screws" running across the blob that continue
+    nothing, the second the plate screw and the locking screw, whose half continues the locking screw's piece
+    beyond the nail. A split found only by the second start stands only when its halves continue more
+    fragments than the whole fragment does (otherwise a screw cut crosswise by a blob could pass).
+    A lag screw (equivalent diameter ≥ ``DHS_DIAMETER_MM`` and ≥ 30 mm long) is not split; a shorter thick
+    fragment is tried (two 5-mm screws side by side read 8.9 mm thick).
     """
-    if len(part.pts) < 2 * min_vox or _diameter(part, ct) >= DHS_DIAMETER_MM:
+    if len(part.pts) < 2 * min_vox or (_diameter(part, ct) >= DHS_DIAMETER_MM and part.length >= 30.0):
         return [part]
+    others = [o for o in others or [] if o is not part]
+    first = _two_lines(part, ct, min_vox, 1, iterations)
+    second = _two_lines(part, ct, min_vox, 0, iterations)
+    if second is None:
+        return [part] if first is None else first
+    score = sum(_continues(h, others, ct) for h in second)
+    if first is not None:
+        return second if score > sum(_continues(h, others, ct) for h in first) else first
+    return second if score > _continues(part, others, ct) else [part]
+
+
+def _continues(part: _Part, others: list[_Part], ct: Volume, max_angle_deg: float = 35.0) -> bool:
+    """Whether another fragment lies on ``part``'s line beyond it: its centre within max(4 mm, 2 voxels) of
+    the line and more than half ``part``'s length from ``part``'s centre, its axis within ``max_angle_deg``
+    of the line (as for joining fragments across a carrier)."""
+    tol = max(4.0, 2.0 * max(ct.spacing))
+    cos_max = math.cos(math.radians(max_angle_deg))
+    return any(
+        _line_distance(o.center, part) <= tol
+        and abs(float(o.axes[0] @ part.axes[0])) >= cos_max
+        and np.linalg.norm(o.center - part.center) > 0.5 * part.length
+        for o in others
+    )
+
+
+def _two_lines(part: _Part, ct: Volume, min_vox: int, start_axis: int, iterations: int) -> list[_Part] | None:
+    """One k-lines split of ``part`` started across ``axes[start_axis]``: the two halves, or None when the
+    split does not stand (see :func:`_split_touching`)."""
     pts = part.pts
-    lab = (pts - part.center) @ part.axes[1] > 0
+    lab = (pts - part.center) @ part.axes[start_axis] > 0
     lines = None
     for _ in range(iterations):
         if lab.sum() < 3 or (~lab).sum() < 3:
-            return [part]
-        lines = (_fit_line(pts[~lab]), _fit_line(pts[lab]))
-        new = _line_dist(pts, *lines[1]) < _line_dist(pts, *lines[0])
+            return None
+        lines = (fit_line(pts[~lab]), fit_line(pts[lab]))
+        new = line_distance(pts, *lines[1]) < line_distance(pts, *lines[0])
         if (new == lab).all():
             break
         lab = new
     if lines is None or min(lab.sum(), (~lab).sum()) < min_vox:
-        return [part]
+        return None
     halves = [_make_part("screw", part.idx[m], ct) for m in (~lab, lab)]
     if min(h.length for h in halves) < 8.0:
-        return [part]
-    residual = float(np.where(lab, _line_dist(pts, *lines[1]), _line_dist(pts, *lines[0])).mean())
-    cross = min(float(np.median(_line_dist(pts[lab], *lines[0]))), float(np.median(_line_dist(pts[~lab], *lines[1]))))
+        return None
+    residual = float(np.where(lab, line_distance(pts, *lines[1]), line_distance(pts, *lines[0])).mean())
+    cross = min(
+        float(np.median(line_distance(pts[lab], *lines[0]))), float(np.median(line_distance(pts[~lab], *lines[1])))
+    )
     if cross < max(4.5, 1.5 * max(ct.spacing)) or cross < 3.0 * residual:
-        return [part]
+        return None
     return halves
 
 
@@ -570,21 +555,19 @@ def _name_parts(
     extrusion_mm: float,
     bend_mm: float,
     bend: tuple[float, float],
+    metal: np.ndarray,
     displaced_mm: float = 5.0,
     metal_hu: float = METAL_HU,
 ) -> list[ImplantComponent]:
     slab = max(2.0, 2.0 * max(ct.spacing))
-    vox_mm3 = ct.voxel_volume_ml * 1000.0
     # distance to bone proper (cortex, spongiosa, marrow cavity), the metal itself excluded
     outside_bone_mm = ndimage.distance_transform_edt(~(anatomy.filled & ~anatomy.metal), sampling=anatomy.grid.spacing)
     tol_touch = 2.5 * max(ct.spacing) + 0.1
     hips, screws = _hip_screws(screws, ct, tol_touch)
     hips, carriers = _barrels_to_plates(hips, carriers, tol_touch)
+    screws, carriers = _slivers_to_carriers(screws, carriers, ct, tol_touch)
     hip_trees = [cKDTree(h.pts) for h in hips]
-    # screw voxels within reach of a carrier (the one-voxel shell removed around carriers, and the voxel
-    # beside it, diagonals included): their slabs may be thinned (see _slab_centroids)
-    carrier_tree = cKDTree(np.concatenate([c.pts for c in carriers])) if carriers else None
-    contact_mm = 2.25 * max(ct.spacing)
+    screws_idx = np.concatenate([_core_of(s).idx for s in hips + screws]) if hips or screws else None
     comps: list[ImplantComponent] = []
     carrier_comps: list[tuple[_Part, ImplantComponent]] = []
     used: dict[str, int] = {}
@@ -605,7 +588,7 @@ def _name_parts(
         flags = ("bent",) if _centerline_deviation(part.core or part, slab) > bend_mm else ()
         standoff = None
         if part.kind == "plate":
-            standoff = plate_standoff(part.core or part, ct, metal_hu)
+            standoff = plate_standoff((part.core or part).pts, ct, metal_hu)
             if standoff is not None and standoff[0] > displaced_mm:
                 flags = (*flags, "displaced")
         comp = _component(len(comps) + 1, name, part.kind, side, part, ct, (p_end, d_end), flags)
@@ -623,7 +606,7 @@ def _name_parts(
             )  # the head (lateral end) lies farther out of bone than the tip in the femoral head
         name = f"{side} dynamic hip screw" + ("" if n_hip == 1 else f" {n_hip}")
         flags = _screw_flags(
-            h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend, slab, vox_mm3, carrier_tree, contact_mm
+            h, e1, e2, None, anatomy, outside_bone_mm, extrusion_mm, bend, metal, ct, screws_idx
         )
         comps.append(_component(len(comps) + 1, name, "screw", side, h, ct, (e1, e2), flags))
     trees = [(cKDTree(p.pts), p, c) for p, c in carrier_comps]
@@ -676,10 +659,9 @@ def _name_parts(
                 outside_bone_mm,
                 extrusion_mm,
                 bend,
-                slab,
-                vox_mm3,
-                carrier_tree,
-                contact_mm,
+                metal,
+                ct,
+                screws_idx,
             )
             comp = _component(len(comps) + 1, name, "screw", side, s, ct, (e1, e2), flags)
             comp.carrier = ccomp.name if ccomp is not None else None
@@ -729,6 +711,28 @@ def _barrels_to_plates(
     return keep, carriers
 
 
+def _slivers_to_carriers(
+    screws: list[_Part], carriers: list[_Part], ct: Volume, tol_touch: float
+) -> tuple[list[_Part], list[_Part]]:
+    """Screw parts thinner than :data:`MIN_SCREW_DIAMETER_MM` go back to the carrier they touch (the
+    carrier's ``core`` stays as it was, for its bend and stand-off), or are dropped when they touch none."""
+    keep = []
+    for s in screws:
+        if _diameter(s, ct) >= MIN_SCREW_DIAMETER_MM:
+            keep.append(s)
+            continue
+        tree = cKDTree(s.pts)
+        dist = [float(tree.query(c.pts[:: max(1, len(c.pts) // 3000)])[0].min()) for c in carriers]
+        if dist and min(dist) <= tol_touch:
+            k = int(np.argmin(dist))
+            c = carriers[k]
+            carriers[k] = _Part(
+                c.kind, np.concatenate([c.idx, s.idx]), np.concatenate([c.pts, s.pts]), core=_core_of(c)
+            )
+            carriers[k].axes, carriers[k].center = c.axes, c.center  # keep the carrier's own frame
+    return keep, carriers
+
+
 def _diameter(part: _Part, ct: Volume) -> float:
     """Equivalent cylinder diameter from volume and length (mm)."""
     return 2.0 * math.sqrt(len(part.idx) * ct.voxel_volume_ml * 1000.0 / max(part.length, 1e-6) / math.pi)
@@ -743,16 +747,13 @@ def _screw_flags(
     outside_bone_mm: np.ndarray,
     extrusion_mm: float,
     bend: tuple[float, float],
-    slab: float,
-    voxel_mm3: float,
-    carrier_tree: cKDTree | None = None,
-    contact_mm: float = 0.0,
+    metal: np.ndarray,
+    ct: Volume,
+    screws_idx: np.ndarray | None = None,
 ) -> tuple[str, ...]:
     """``extruded``: head standing more than ``extrusion_mm`` proud of its plate (backed out), tip more than
-    3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: the two arms
-    of its centre line differ in direction by more than ``bend[0]`` degrees and fit ``bend[1]`` times
-    better than one line, and still differ by more than ``bend[0]`` without the slabs that touch a
-    carrier (voxels within ``contact_mm`` of ``carrier_tree``) and were thinned by its shell."""
+    3 × ``extrusion_mm`` outside bone, or less than a fifth of the screw in bone; ``bent``: see
+    :func:`screw_is_bent` (``bend`` = (angle in degrees, deviation in mm))."""
     flags = []
     tip_out = anatomy.sample(outside_bone_mm, tip)[0] > 3.0 * extrusion_mm
     proud = plate is not None and cKDTree(plate.pts).query(head)[0] > extrusion_mm
@@ -760,122 +761,26 @@ def _screw_flags(
     in_bone = (anatomy.sample(outside_bone_mm, s.pts[:: max(1, len(s.pts) // 1000)]) <= reach).mean()
     if tip_out or proud or in_bone < 0.2:
         flags.append("extruded")
-    part = s.core or s
-    angle, gain = _bend_fit(part, slab, voxel_mm3)
-    if angle > bend[0] and gain >= bend[1]:
-        # confirmed without the slabs a carrier's shell thinned: a kink made by them vanishes, a bend stays
-        contact = None if carrier_tree is None else carrier_tree.query(part.pts)[0] <= contact_mm
-        if contact is None or not contact.any() or _bend_fit(part, slab, voxel_mm3, contact)[0] > bend[0]:
-            flags.append("bent")
+    if screw_is_bent((s.core or s).idx, metal, ct, *bend, screws_idx=screws_idx):
+        flags.append("bent")
     return tuple(flags)
 
 
-def standoff_profile(
-    pts: np.ndarray,
-    ct_hu: Volume,
-    metal_threshold_hu: float = METAL_HU,
-    slab_mm: float = 10.0,
-    max_mm: float = 40.0,
-    step_mm: float = 0.5,
-    cortex_mm: float = 3.0,
-    rays: int = 5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Soft tissue between a plate and the bone along the plate normal, slab by slab along the plate.
-
-    Parameters
-    ----------
-    pts : (N, 3) LPS positions (mm) of the plate's voxels (the plate alone, without screws or barrel).
-    ct_hu : the CT in HU, sampled along the rays by trilinear interpolation.
-    metal_threshold_hu : HU of metal; bone is ``BONE_HU`` ≤ HU < metal.
-    slab_mm : slab width along the plate's long axis.
-    max_mm : a ray that meets no bone this far from the plate's mid-plane finds "no bone beside this slab".
-    step_mm : ray sampling step.
-    cortex_mm : bone is reached where a bone sample is followed by this much bone (or metal: a screw in
-        the cortex); a thinner bright rim is the partial-volume halo of the plate, not cortex.
-    rays : rays per slab, spread over the middle 80 % of the plate's width.
-
-    Returns
-    -------
-    positions, gaps : the slabs' centres along the long axis (mm from the plate centre, increasing along
-        the first principal axis) and their gaps in mm (NaN where no ray met bone). A ray starts on the
-        slab's mid-plane (median position of its voxels along the normal) and its gap is the length of
-        soft tissue (neither metal nor bone) it crosses before reaching bone; the slab's gap is the median
-        over its rays (a ray running along a screw reads no gap). The normal is turned towards the side
-        where the rays reach bone nearer. Counting soft tissue makes the measure independent of the
-        plate's apparent thickness (metal blooming); the partial-volume halo of metal and cortex shortens
-        it by about a voxel, so it errs towards "not displaced".
-    """
-    center, axes, _, (width, _) = _shape(pts)
-    rel = pts - center
-    t_long, t_across, t_norm = rel @ axes[0], rel @ axes[1], rel @ axes[2]
-    edges = np.arange(t_long.min(), t_long.max() + slab_mm, slab_mm)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    steps = np.arange(0.0, max_mm + step_mm, step_mm)
-    n_cortex = max(1, int(round(cortex_mm / step_mm)))
-    offsets = width * np.linspace(-0.4, 0.4, rays) if rays > 1 else np.zeros(1)
-    data = np.asarray(ct_hu.data, dtype=np.float32)
-
-    def ray_gap(start: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
-        """(gap, distance to bone) along one ray; NaN, inf when it meets no bone."""
-        ray = start[None, :] + steps[:, None] * direction[None, :]
-        hu = ndimage.map_coordinates(data, ct_hu.world_to_index(ray).T, order=1, mode="constant", cval=-1000.0)
-        metal = hu >= metal_threshold_hu
-        bone = (hu >= BONE_HU) & ~metal
-        solid = np.concatenate([bone | metal, np.zeros(n_cortex, bool)])
-        left_plate = np.flatnonzero(~metal)
-        if left_plate.size == 0:
-            return math.nan, math.inf
-        for i in np.flatnonzero(bone[left_plate[0] :]) + left_plate[0]:
-            if solid[i : i + n_cortex].all():
-                soft = ~(bone | metal)[:i]
-                return float(soft.sum() * step_mm), float(steps[i])
-        return math.nan, math.inf
-
-    def profile(sign: float) -> tuple[np.ndarray, float]:
-        gaps = np.full((len(centres), len(offsets)), np.nan)
-        reach = []
-        for k, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-            sel = (t_long >= a) & (t_long < b)
-            if sel.sum() < 3:
-                continue
-            mid = float(np.median(t_norm[sel]))
-            mid_across = float(np.median(t_across[sel]))
-            for r, v in enumerate(offsets):
-                start = center + centres[k] * axes[0] + (mid_across + v) * axes[1] + mid * axes[2]
-                gaps[k, r], d = ray_gap(start, sign * axes[2])
-                reach.append(d)
-        return gaps, float(np.median(reach)) if reach else math.inf
-
-    (g_pos, d_pos), (g_neg, d_neg) = profile(1.0), profile(-1.0)
-    chosen = g_pos if d_pos <= d_neg else g_neg
-    out = np.full(len(centres), np.nan)
-    found = np.isfinite(chosen).any(axis=1)
-    out[found] = np.nanmedian(chosen[found], axis=1)
-    return centres, out
-
-
-def plate_standoff(
-    part: _Part, ct_hu: Volume, metal_threshold_hu: float = METAL_HU, slab_mm: float = 10.0
-) -> tuple[float, str | None] | None:
-    """The plate's gap to the bone along its normal (mm, see :func:`standoff_profile`) and where it lies
-    ("upper end", "middle", "lower end": thirds of the plate by LPS z; None without a gap); None when no
-    ray meets bone.
-
-    The gap is the second largest of the slab gaps, i.e. the largest found in at least two slabs: a plate
-    is rigid, so a real stand-off spans several slabs, while one slab can misread (a streak, a screw head).
-    Its place is the mean position of the slabs at or above it.
-    """
-    centres, gaps = standoff_profile(part.pts, ct_hu, metal_threshold_hu, slab_mm=slab_mm)
-    ok = np.isfinite(gaps)
-    if not ok.any():
-        return None
-    ranked = np.sort(gaps[ok])[::-1]
-    gap = float(ranked[1] if len(ranked) > 1 else ranked[0])
-    at = float(centres[ok][gaps[ok] >= gap].mean())
-    along = at / max(float(np.ptp(centres)) / 2.0, 1e-6)  # −1 … 1 along the first axis
-    upward = along * (1.0 if float(part.axes[0][2]) >= 0 else -1.0)  # +1 at the end with the larger z
-    where = "upper end" if upward > 1.0 / 3.0 else "lower end" if upward < -1.0 / 3.0 else "middle"
-    return gap, (where if gap > 0 else None)
+def screw_is_bent(
+    idx: np.ndarray,
+    metal: np.ndarray,
+    ct: Volume,
+    bend_deg: float,
+    bend_dev_mm: float,
+    screws_idx: np.ndarray | None = None,
+) -> bool:
+    """A screw (CT indices ``idx`` of its voxels) is bent when the two arms of its clean centre line
+    (:func:`spectct.analysis.implant_shape.screw_centre_line`, each arm ≥ max(8 mm, 4 voxels)) differ in
+    direction by more than ``bend_deg`` and the shorter arm's far end lies ``bend_dev_mm`` or more off the
+    longer arm's line (see the module notes for the thresholds)."""
+    line = screw_centre_line(idx, metal, ct, screws_idx)
+    b = screw_bend(line, min_arm_mm=max(8.0, 4.0 * max(ct.spacing)))
+    return b.angle_deg > bend_deg and b.deviation_mm >= bend_dev_mm
 
 
 def _plate_position(part: _Part, anatomy: Anatomy, side: str) -> str:

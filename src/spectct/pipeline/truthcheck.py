@@ -27,10 +27,10 @@ def truth_checks(findings: dict, components: list[dict], ct_slice_mm: float = 1.
     pelvic marrow physiological, plate screws recovered and numbered, extruded screws flagged, displaced
     plate flagged (when the truth lists plates).
 
-    The two implant checks are *not assessed* (``passed`` None) when the CT's slices are thicker than
-    :data:`SCREW_RESOLVING_SLICE_MM`: 5-mm screws 8–12 mm apart then merge in the CT itself.
-    The ``bent`` flag has no check: on the small demo's 2-mm reconstructed CT the truly bent screws read
-    under the bend thresholds on seeds 0 and 1 (nothing is flagged; docs/findings.md gives the numbers).
+    The screw checks (plate screws numbered, extruded plate screws, and the ``bent`` and ``extruded``
+    flags of every screw, see :func:`_screw_flag_checks`) are *not assessed* (``passed`` None) when the
+    CT's slices are thicker than :data:`SCREW_RESOLVING_SLICE_MM`: 5-mm screws 8–12 mm apart then merge in
+    the CT itself.
     """
     by_name = {c["name"]: c for c in components}
     infected = [f for f in findings.get("findings", []) if f.get("classification") == "infection likely"]
@@ -89,12 +89,45 @@ def truth_checks(findings: dict, components: list[dict], ct_slice_mm: float = 1.
                matched == len(truth_screws) and len(found_screws) == len(truth_screws)),
         _check("extruded plate screws flagged", f"screws {sorted(truth_ext)}", f"screws {sorted(found_ext)}",
                truth_ext == found_ext),
+        *(_screw_flag_checks(flag, components, findings.get("implants", [])) for flag in ("bent", "extruded")),
     ]
     for c in implant_checks:
         if not resolvable:
             c["passed"] = None
             c["found"] += f" (not assessed: {ct_slice_mm:g}-mm CT slices do not resolve 5-mm screws)"
     return checks + implant_checks + _displaced_checks(components, findings.get("implants", []))
+
+
+#: A found screw stands for the truth screw whose centroid is nearest, within this distance (mm).
+SCREW_MATCH_MM = 15.0
+
+
+def _screw_flag_checks(flag: str, components: list[dict], found: list[dict]) -> dict[str, Any]:
+    """Every screw of the truth (plate, nail and hip screws) carrying ``flag`` is flagged so from the CT,
+    and no other screw is.
+
+    Found screws are matched to truth screws by centroid (the nearest truth screw within
+    :data:`SCREW_MATCH_MM`), so a numbering slip elsewhere does not hide or fake a flag, else by name (a hip
+    screw, whose barrel the truth counts with the plate, has its centroid 20 mm off); a flagged screw that
+    matches no truth screw (a fragment) counts as a false flag.
+    """
+    truth = [c for c in components if c.get("kind") == "screw" and c.get("centroid_lps")]
+    screws = [c for c in found if c.get("kind") == "screw"]
+    expected = sorted(c["name"] for c in truth if flag in (c.get("flags") or []))
+    hits, extra = set(), []
+    for c in screws:
+        if flag not in (c.get("flags") or []):
+            continue
+        near = min(truth, key=lambda t: np.linalg.norm(np.subtract(t["centroid_lps"], c["centroid_lps"])), default=None)
+        if near is None or np.linalg.norm(np.subtract(near["centroid_lps"], c["centroid_lps"])) > SCREW_MATCH_MM:
+            near = next((t for t in truth if t["name"] == c["name"]), None)
+        if near is None:
+            extra.append(f"{c['name']} (no truth screw within {SCREW_MATCH_MM:g} mm or of that name)")
+        else:
+            hits.add(near["name"])
+    found_txt = ", ".join(sorted(hits) + extra) or "none flagged"
+    return _check(f"{flag} screws flagged (all screws)", ", ".join(expected) or f"no {flag} screw", found_txt,
+                  sorted(hits) == expected and not extra)
 
 
 def _displaced_checks(components: list[dict], found: list[dict]) -> list[dict[str, Any]]:
