@@ -50,9 +50,20 @@ def protocol_rows(protocol: dict) -> dict[str, list[tuple[str, str]]]:
         ("Matrix / pixel", f"{_fmt(ct.get('n_pixels'))} / {_fmt(ct.get('pixel_mm'), 'mm')}"),
         ("Views per rotation × channels", f"{_fmt(geo.get('n_views'))} × {_fmt(geo.get('n_channels'))}"),
         ("Reconstruction kernel", _fmt(ct.get("filter"))),
-        ("Metal artifact reduction", _fmt(mar.get("method"))),
+        ("Metal artifact reduction", _mar_label(mar.get("method"))),
     ]
     return {"spect": spect, "ct": ct_rows}
+
+
+#: How the report names each MAR method (images are always given with and without MAR).
+MAR_LABELS = {"li": "linear interpolation (LI-MAR)", "nmar": "normalized MAR (NMAR, Meyer 2010)",
+              "imar": "iMAR-like: iterative NMAR + frequency split (Meyer 2010, 2012)", "none": "none"}
+
+
+def _mar_label(method) -> str:
+    if not method:
+        return "—"
+    return f"{MAR_LABELS.get(str(method), str(method))}; images shown with and without MAR"
 
 
 def _location(f: dict) -> str:
