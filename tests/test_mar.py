@@ -87,9 +87,11 @@ def test_image_path_reduces_error_and_keeps_far_pixels(two_rods):
         e_unc = np.sqrt(np.mean((ct.data - ref.data)[far & body] ** 2))
         assert e_res <= e_unc + 1.0, (method, e_res, e_unc)
         assert np.all(res.data[mask] <= SCANNER_MAX_HU)
-    # without raw data the gain is smaller than from the sinogram (≈ 45 % vs 70 % here), but real
+    # without raw data LI and NMAR gain less than from the sinogram (46 and 58 % here); the iMAR-like
+    # image path (bloom zone rebuilt, three passes, frequency split) reaches the 60 % (64 % here)
     assert max(bands.values()) < 0.6 * base["rmse_band"], (bands, base["rmse_band"])
-    assert bands["nmar"] < bands["li"]
+    assert bands["li"] > bands["nmar"] >= bands["imar"], bands
+    assert bands["imar"] <= 0.4 * base["rmse_band"], (bands, base["rmse_band"])
 
 
 def test_image_path_any_slice_shape_and_pixel_size():
