@@ -85,16 +85,12 @@ def _release_caches() -> None:
     the next stage rarely reuses them, and holding them would add to its own peak memory."""
     import gc
 
+    from spectct.allocator import trim
     from spectct.ct.projector import clear_matrix_cache
 
     clear_matrix_cache()
     gc.collect()
-    try:  # hand freed heap pages back to the system (glibc), so the next stage starts lean
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim()  # hand freed heap pages back to the system (glibc), so the next stage starts lean
 
 
 def run_stages(study: Study, stages: Sequence[Stage], *, device: str = "cpu", reporter: Reporter | None = None,

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from spectct.allocator import reuse_freed_memory
 from spectct.device import resolve_device
 from spectct.errors import InputError
 from spectct.volume import Volume
@@ -216,6 +217,17 @@ def osem(
     Image ``[z, y, x]``: a NumPy array when the data were NumPy, else a tensor on ``device``.
     """
     dev = resolve_device(device)
+    with reuse_freed_memory(dev):  # the subsets' large temporaries reuse heap, not fresh pages
+        x = _osem_iterations(projections_photopeak, model, iterations, subsets, additive, x0, callback, dev)
+    if postfilter_fwhm_mm:
+        x = gaussian_filter3d(x, postfilter_fwhm_mm, _voxel_spacing(model, voxel_mm)).clamp_min(0)
+    if isinstance(projections_photopeak, np.ndarray):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _osem_iterations(projections_photopeak, model, iterations, subsets, additive, x0, callback, dev) -> torch.Tensor:
+    """The iterations of :func:`osem` (arguments checked here), returning the image tensor."""
     y = _as_tensor(projections_photopeak, dev, "projections")
     if y.ndim != 3:
         raise InputError(f"projections must be [view, row, col], got shape {tuple(y.shape)}")
@@ -259,11 +271,6 @@ def osem(
             x = torch.where(sg > 0, x * back / torch.where(sg > 0, sg, 1.0), torch.zeros_like(x))
         if callback is not None:
             callback(it, x)
-
-    if postfilter_fwhm_mm:
-        x = gaussian_filter3d(x, postfilter_fwhm_mm, _voxel_spacing(model, voxel_mm)).clamp_min(0)
-    if isinstance(projections_photopeak, np.ndarray):
-        return x.detach().cpu().numpy()
     return x
 
 
