@@ -315,6 +315,26 @@ def test_tract_reaching_skin():
     assert "to the skin" in tr["description"]
 
 
+@pytest.mark.parametrize("bone_fraction, is_tract", [(0.0, True), (0.6, True), (0.9, False)])
+def test_sinus_tract_may_start_in_bone(bone_fraction, is_tract):
+    """A focus reaching the skin 60 mm from its maximum is a sinus tract while less than
+    SINUS_MAX_BONE_FRACTION of it is bone (it drains the infected bone it starts from); mostly bone, it is not."""
+    from spectct.analysis.hotspots import SINUS_MAX_BONE_FRACTION, Background, _describe
+
+    spect = Volume.from_bounds((-100.0, -20.0, -20.0), (0.0, 20.0, 20.0), 2.0, unit="Bq/mL")
+    Z, Y, X = _world(spect)
+    region = (np.abs(Y) <= 3) & (np.abs(Z) <= 3) & (X >= -80) & (X <= -4)
+    data = np.where(region, 2000.0 - 10.0 * (X + 100.0), 0.0).astype(np.float32)  # hottest at the deep end
+    depth = np.clip(-X, 0.0, None).astype(np.float32)  # the skin is the plane x = 0
+    xs = np.unique(X[region])
+    in_bone = region & (X <= xs[int(round(bone_fraction * len(xs))) - 1]) if bone_fraction else region & False
+    bg = Background(100.0, 10.0, 14.8, 5.0, 174.0, 1000, "body")
+    spot = _describe(1, region, data, spect, bg, None, depth, in_bone)
+    assert spot.fraction_in_bone == pytest.approx(bone_fraction, abs=0.05)
+    assert (bone_fraction < SINUS_MAX_BONE_FRACTION) == is_tract
+    assert (spot.shape == "tract" and spot.reaches_skin) == is_tract
+
+
 # --------------------------------------------------------------------------- dual time point
 def test_dual_time_decay_correction_and_trend(scene_screw2):
     ct, spect, _ = scene_screw2
