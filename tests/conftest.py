@@ -18,3 +18,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (fresh clone outside the workplace)")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def spectct_cli(monkeypatch, capsys):
+    """Run the console entry point in-process as ``spectct ARGS``: returns (exit code, stdout, stderr)."""
+    import sys
+
+    from spectct.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["spectct", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

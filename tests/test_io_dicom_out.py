@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import highdicom as hd
 import imageio.v3 as iio
@@ -175,30 +174,16 @@ def test_export_study_and_validate(tmp_path):
         assert not errors, f"{f}: {errors}"
 
 
-def _main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run the console entry point in-process (as `spectct ARGS`): exit code, stdout, stderr."""
-    from spectct.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["spectct", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_export_info_and_exit_code(tmp_path, monkeypatch, capsys):
+def test_cli_export_info_and_exit_code(tmp_path, spectct_cli):
     study = _study(tmp_path)
-    code, _, err = _main(monkeypatch, capsys, "export", study, "--dicom", tmp_path / "out", "--quiet")
+    code, _, err = spectct_cli("export", study, "--dicom", tmp_path / "out", "--quiet")
     assert code == 0, err
-    code, out, _ = _main(monkeypatch, capsys, "info", tmp_path / "out" / "NM" / "projections.dcm")
+    code, out, _ = spectct_cli("info", tmp_path / "out" / "NM" / "projections.dcm")
     assert code == 0 and "3 window(s) × 8 views" in out
-    code, out, _ = _main(monkeypatch, capsys, "info", tmp_path / "out")
+    code, out, _ = spectct_cli("info", tmp_path / "out")
     assert code == 0 and "CT " in out and "SEG" in out
     (tmp_path / "bad.dcm").write_text("not dicom")
-    code, _, err = _main(monkeypatch, capsys, "info", tmp_path / "bad.dcm")
+    code, _, err = spectct_cli("info", tmp_path / "bad.dcm")
     assert code == 2 and "bad.dcm" in err and "Traceback" not in err
-    code, _, err = _main(monkeypatch, capsys, "export", tmp_path / "nostudy", "--dicom", tmp_path / "out2")
+    code, _, err = spectct_cli("export", tmp_path / "nostudy", "--dicom", tmp_path / "out2")
     assert code == 2 and "nostudy" in err and not (tmp_path / "out2").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -88,20 +86,7 @@ def test_image_path_non_square_keeps_untouched_pixels():
     assert np.abs(res.data[0][far] - img[0][far]).mean() < 5.0
 
 
-def _main(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """``spectct ARGS`` in-process: exit code and stderr."""
-    from spectct.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["spectct", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
-def test_cli_dicom_series(plate_scan, tmp_path, monkeypatch, capsys):
+def test_cli_dicom_series(plate_scan, tmp_path, spectct_cli):
     """`spectct mar DICOM_FOLDER`: a CT series written by our own writer, corrected, NIfTI in HU out."""
     from spectct.io.dicom_out import write_ct_series
     from spectct.io.nifti import read_nifti
@@ -111,7 +96,7 @@ def test_cli_dicom_series(plate_scan, tmp_path, monkeypatch, capsys):
     vol = Volume(two, spacing=(2.0, H, H), origin=(-127.0, -127.0, 10.0), unit="HU")
     folder = write_ct_series(vol, tmp_path / "CT")
     out = tmp_path / "ct_mar.nii.gz"
-    code, err = _main(monkeypatch, capsys, "mar", folder, "--method", "nmar", "--out", out, "--quiet")
+    code, _, err = spectct_cli("mar", folder, "--method", "nmar", "--out", out, "--quiet")
     assert code == 0, err
     got = read_nifti(out)
     assert got.unit == "HU" and got.shape == vol.shape
@@ -125,14 +110,14 @@ def test_cli_dicom_series(plate_scan, tmp_path, monkeypatch, capsys):
     assert after < 0.6 * before, (after, before)
 
 
-def test_cli_dicom_not_hu_exits_2(tmp_path, monkeypatch, capsys):
+def test_cli_dicom_not_hu_exits_2(tmp_path, spectct_cli):
     """A series whose values span 0…100 (a rescaled or parametric image, not CT numbers): exit 2, no output."""
     from spectct.io.dicom_out import write_ct_series
 
     data = np.tile(np.linspace(0.0, 100.0, 32, dtype=np.float32), (2, 32, 1))
     folder = write_ct_series(Volume(data, spacing=(2.0, 1.0, 1.0), unit="HU"), tmp_path / "CT")
     out = tmp_path / "mar.nii.gz"
-    code, err = _main(monkeypatch, capsys, "mar", folder, "--out", out, "--quiet")
+    code, _, err = spectct_cli("mar", folder, "--out", out, "--quiet")
     assert code == 2
     assert "Hounsfield" in err
     assert not out.exists()
